@@ -1,0 +1,167 @@
+"""`lstm-cli inspect`: every shape, every parameter and the identities between outputs,
+each identity verified on a real forward pass. Returns a plain result; never prints."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from lstm_cli.checks import Check, close, default_tolerance
+from lstm_cli.explain import explain_lines
+from lstm_cli.model import Forward, build_lstm, make_input, place, run_lstm
+from lstm_cli.runtime import collect_warnings
+from lstm_cli.spec import GATES, Dim, LSTMSpec
+
+_PARAM_NAME = re.compile(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?")
+_ROLE = {
+    ("weight", "ih"): "W_i*: x_t -> gates",
+    ("weight", "hh"): "W_h*: h_(t-1) -> gates",
+    ("bias", "ih"): "b_i*",
+    ("bias", "hh"): "b_h*",
+    ("weight", "hr"): "W_hr: h_t -> proj",
+}
+
+
+@dataclass
+class TensorInfo:
+    shape: list[int]
+    dims: list[Dim]
+    dtype: str
+
+
+@dataclass
+class ParamInfo:
+    name: str
+    shape: list[int]
+    numel: int
+    layer: int
+    direction: str
+    role: str
+    # gate -> [first row, last row + 1] along dim 0; empty for the projection.
+    gate_rows: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class InspectResult:
+    command: str
+    config: dict
+    device: str
+    dtype: str
+    module: str
+    tensors: dict[str, TensorInfo]
+    parameters: list[ParamInfo]
+    total_parameters: int
+    expected_parameters: int
+    checks: list[Check]
+    notes: list[str]
+    explain: list[str] | None
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+def run_inspect(spec: LSTMSpec, explain: bool = False) -> InspectResult:
+    notes: list[str] = []
+    with collect_warnings(notes):
+        placement = place(spec)
+        lstm = build_lstm(spec, placement)
+        x = make_input(spec, placement)
+        forward = run_lstm(lstm, x, spec)
+    if spec.dropout and spec.num_layers > 1:
+        notes.append("dropout acts in train mode only; inspect runs in eval mode, so none applied")
+    tolerance = default_tolerance(spec.dtype, placement.device.type)
+    actual = {"input": x, "output": forward.output, "h_n": forward.h_n, "c_n": forward.c_n}
+    dims = spec.tensor_dims()
+    tensors = {
+        name: TensorInfo(list(t.shape), dims[name], placement.dtype_name) for name, t in actual.items()
+    }
+    parameters = [describe_parameter(name, p, spec.hidden_size) for name, p in lstm.named_parameters()]
+    total = sum(p.numel for p in parameters)
+    expected = spec.parameter_count()
+    checks = [
+        Check(
+            "shapes match PyTorch's documented formulas",
+            all(tensors[name].shape == [d.size for d in dims[name]] for name in dims),
+            None,
+        ),
+        Check("total parameters == closed-form count", total == expected, float(abs(total - expected)), 0.0),
+        *identity_checks(spec, forward, tolerance),
+    ]
+    return InspectResult(
+        command="inspect",
+        config=spec.config(),
+        device=str(placement.device),
+        dtype=placement.dtype_name,
+        module=repr(lstm),
+        tensors=tensors,
+        parameters=parameters,
+        total_parameters=total,
+        expected_parameters=expected,
+        checks=checks,
+        notes=notes,
+        explain=explain_lines(spec) if explain else None,
+    )
+
+
+def describe_parameter(name: str, param: torch.Tensor, hidden_size: int) -> ParamInfo:
+    kind, pair, layer, reverse = _PARAM_NAME.fullmatch(name).groups()
+    gate_rows = {}
+    if pair != "hr":
+        gate_rows = {g: [k * hidden_size, (k + 1) * hidden_size] for k, g in enumerate(GATES)}
+    return ParamInfo(
+        name=name,
+        shape=list(param.shape),
+        numel=param.numel(),
+        layer=int(layer),
+        direction="backward" if reverse else "forward",
+        role=_ROLE[(kind, pair)],
+        gate_rows=gate_rows,
+    )
+
+
+def identity_checks(spec: LSTMSpec, forward: Forward, tolerance: float) -> list[Check]:
+    """How output relates to h_n for this configuration, checked numerically.
+
+    Names use the user's own indexing (batch_first puts batch first); the arithmetic works on
+    a time-major view (L, N, D*H_out)."""
+    out, h_n = forward.output, forward.h_n
+    if spec.unbatched:
+        out, h_n = out.unsqueeze(1), h_n.unsqueeze(1)
+    elif spec.batch_first:
+        out = out.transpose(0, 1)
+    H = spec.h_out
+    bi = spec.bidirectional
+    fwd_state = "h_n[-2]" if bi else "h_n[-1]"
+    fwd_cols = f":{H}" if bi else ""
+
+    def index(t: str, cols: str = "") -> str:
+        if spec.unbatched:
+            parts = [t, cols]
+        elif spec.batch_first:
+            parts = [":", t, cols]
+        else:
+            parts = [t, ":", cols] if cols else [t]
+        return "output[" + ", ".join(p for p in parts if p) + "]"
+
+    checks = []
+    if spec.lengths is None:
+        name = f"{index('-1', fwd_cols)} == {fwd_state}" + (" (forward, last layer)" if bi else "")
+        checks.append(close(name, out[-1, :, :H], h_n[-1 - bi], tolerance))
+    else:
+        lengths = torch.tensor(spec.lengths, device=out.device)
+        batch = torch.arange(out.shape[1], device=out.device)
+        t = "n, lengths[n]-1" if spec.batch_first else "lengths[n]-1, n"
+        name = f"output[{t}{', ' + fwd_cols if bi else ''}] == {fwd_state}[n] for every n (packed)"
+        checks.append(close(name, out[lengths - 1, batch, :H], h_n[-1 - bi], tolerance))
+        padded = torch.arange(out.shape[0], device=out.device).unsqueeze(1) >= lengths
+        pad_values = out[padded]
+        checks.append(
+            close("output is 0 at every padded step (packed)", pad_values, torch.zeros_like(pad_values), 0.0)
+        )
+    if bi:
+        name = f"{index('0', f'{H}:')} == h_n[-1] (backward, last layer)"
+        checks.append(close(name, out[0, :, H:], h_n[-1], tolerance))
+    return checks

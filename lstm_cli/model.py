@@ -1,0 +1,103 @@
+"""torch side of a spec: the nn.LSTM it describes, its input, and one forward pass.
+
+Weights and input come from two separate generators derived from --seed, so the same seed gives
+the same input whether the weights are random or loaded, and the numbers do not depend on the
+device: both are drawn on the CPU in float32 and then moved and cast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from lstm_cli.runtime import TORCH_DTYPES, check_runnable, ensure_fits, resolve_device
+from lstm_cli.spec import LSTMSpec
+
+# Weights use their own stream: input draws seed, weights draw seed + 2**32, so changing how
+# weights are made (random or loaded) never shifts the input.
+WEIGHT_SEED_OFFSET = 2**32
+
+
+@dataclass
+class Placement:
+    """The device and dtype a run uses, checked to work before anything large is allocated."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def place(spec: LSTMSpec, extra_elements: int = 0) -> Placement:
+    device = resolve_device(spec.device)
+    dtype = TORCH_DTYPES[spec.dtype]
+    ensure_fits(spec, device, extra_elements)
+    check_runnable(device, dtype)
+    return Placement(device, dtype)
+
+
+def build_lstm(spec: LSTMSpec, placement: Placement) -> nn.LSTM:
+    """nn.LSTM exactly as the flags describe it, in eval mode (dropout off; see notes), with
+    PyTorch's own init distribution U(-1/sqrt(H), 1/sqrt(H)) drawn from the weight generator."""
+    lstm = nn.LSTM(
+        input_size=spec.input_size,
+        hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers,
+        bias=spec.bias,
+        batch_first=spec.batch_first,
+        dropout=spec.dropout,
+        bidirectional=spec.bidirectional,
+        proj_size=spec.proj_size,
+        dtype=torch.float32,
+    )
+    generator = torch.Generator().manual_seed(spec.seed + WEIGHT_SEED_OFFSET)
+    bound = 1.0 / math.sqrt(spec.hidden_size)
+    with torch.no_grad():
+        for param in lstm.parameters():
+            param.uniform_(-bound, bound, generator=generator)
+    return lstm.to(device=placement.device, dtype=placement.dtype).eval()
+
+
+def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:
+    """Standard normal input of the spec's input shape (honouring batch_first/unbatched);
+    with --lengths, steps past each sequence's length are zero padding."""
+    shape = spec.tensor_shapes()["input"]
+    generator = torch.Generator().manual_seed(spec.seed)
+    x = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if spec.lengths is not None:
+        time_dim = 1 if spec.batch_first else 0
+        steps = torch.arange(spec.seq_len).unsqueeze(1 - time_dim)  # broadcast over batch
+        valid = steps < torch.tensor(spec.lengths).unsqueeze(time_dim)
+        x = x * valid.unsqueeze(-1)
+    return x.to(device=placement.device, dtype=placement.dtype)
+
+
+@dataclass
+class Forward:
+    """One forward pass: the padded output (zeros past each length) and the final states."""
+
+    output: torch.Tensor
+    h_n: torch.Tensor
+    c_n: torch.Tensor
+
+
+@torch.inference_mode()
+def run_lstm(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> Forward:
+    """nn.LSTM on x; with --lengths through pack_padded_sequence (unsorted lengths allowed)."""
+    if spec.lengths is None:
+        output, (h_n, c_n) = lstm(x)
+        return Forward(output, h_n, c_n)
+    packed = pack_padded_sequence(
+        x, torch.tensor(spec.lengths), batch_first=spec.batch_first, enforce_sorted=False
+    )
+    packed_output, (h_n, c_n) = lstm(packed)
+    output, _ = pad_packed_sequence(
+        packed_output, batch_first=spec.batch_first, total_length=spec.seq_len
+    )
+    return Forward(output, h_n, c_n)

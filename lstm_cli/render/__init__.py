@@ -1,0 +1,1 @@
+"""Rich renderings, one module per result type. Pure functions of (result, console)."""

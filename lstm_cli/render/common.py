@@ -1,0 +1,54 @@
+"""Pieces every rendering shares: checks table, notes, configuration line."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from lstm_cli.checks import Check
+
+
+def format_diff(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value != value:  # NaN
+        return "NaN"
+    return "0" if value == 0 else f"{value:.3g}"
+
+
+def checks_table(checks: list[Check], title: str = "Checks") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("check")
+    table.add_column("max |diff|", justify="right")
+    table.add_column("tolerance", justify="right")
+    table.add_column("result")
+    for check in checks:
+        verdict = "[green]passed[/]" if check.passed else "[bold red]FAILED[/]"
+        table.add_row(Text(check.name), format_diff(check.max_abs_diff), format_diff(check.tolerance), verdict)
+    return table
+
+
+def config_line(config: dict, device: str, dtype: str) -> str:
+    flags = (
+        f"input {config['input_size']}, hidden {config['hidden_size']}, "
+        f"{config['num_layers']} layer(s), seq-len {config['seq_len']}, batch {config['batch_size']}"
+    )
+    extras = [
+        name
+        for name, on in (
+            ("bidirectional", config["bidirectional"]),
+            ("batch_first", config["batch_first"]),
+            (f"proj_size {config['proj_size']}", config["proj_size"]),
+            (f"dropout {config['dropout']}", config["dropout"]),
+            ("no bias", not config["bias"]),
+            (f"lengths {config['lengths']}", config["lengths"]),
+            ("unbatched", config["unbatched"]),
+        )
+        if on
+    ]
+    return ", ".join([flags, *extras]) + f"; {dtype} on {device}, seed {config['seed']}"
+
+
+def format_shape(shape: list[int]) -> str:
+    """(80, 100), and (80,) for one dimension, as Python prints a shape."""
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"

@@ -1,0 +1,215 @@
+"""One LSTM configuration, validated in one place, and every fact that follows from it.
+
+Pure Python on purpose: no torch import, so `--help` stays fast and the shape and parameter
+formulas can be tested against real `nn.LSTM` calls from the outside.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+from lstm_cli.errors import UsageError
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+# PyTorch stacks the four gates in this order along dim 0 of weight_ih/weight_hh/bias_*.
+GATES = ("i", "f", "g", "o")
+GATE_MEANING = {"i": "input gate", "f": "forget gate", "g": "cell candidate", "o": "output gate"}
+DIRECTIONS = ("forward", "backward")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One dimension of a tensor: its symbol in PyTorch's docs, its size, what it counts."""
+
+    symbol: str
+    size: int
+    meaning: str
+
+
+@dataclass(frozen=True)
+class LSTMSpec:
+    """The shared flags of every command that builds an LSTM. Defaults are the seed example."""
+
+    input_size: int = 100
+    hidden_size: int = 20
+    num_layers: int = 4
+    seq_len: int = 10
+    batch_size: int = 3
+    bidirectional: bool = False
+    batch_first: bool = False
+    proj_size: int = 0
+    dropout: float = 0.0
+    bias: bool = True
+    dtype: str = "float32"
+    device: str = "auto"
+    seed: int = 0
+    lengths: tuple[int, ...] | None = None
+    unbatched: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        for flag, value in (
+            ("--input-size", self.input_size),
+            ("--hidden-size", self.hidden_size),
+            ("--num-layers", self.num_layers),
+            ("--seq-len", self.seq_len),
+            ("--batch-size", self.batch_size),
+        ):
+            if value < 1:
+                raise UsageError(f"{flag} must be at least 1 (got {value})")
+        if self.proj_size < 0:
+            raise UsageError(f"--proj-size must be 0 (off) or positive (got {self.proj_size})")
+        if self.proj_size >= self.hidden_size:
+            raise UsageError(
+                f"--proj-size must be smaller than --hidden-size "
+                f"(got {self.proj_size} >= {self.hidden_size})"
+            )
+        if not (0.0 <= self.dropout < 1.0):  # also rejects NaN
+            raise UsageError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
+        if not _DEVICE_PATTERN.fullmatch(self.device):
+            raise UsageError(
+                f"--device must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})"
+            )
+        if not (0 <= self.seed <= MAX_SEED):
+            raise UsageError(f"--seed must be in [0, 2**63) (got {self.seed})")
+        if self.lengths is not None:
+            self._validate_lengths(self.lengths)
+
+    def _validate_lengths(self, lengths: tuple[int, ...]) -> None:
+        if self.unbatched:
+            raise UsageError("--lengths needs a batch: it cannot be combined with --unbatched")
+        if len(lengths) != self.batch_size:
+            raise UsageError(
+                f"--lengths has {len(lengths)} values but --batch-size is {self.batch_size}"
+            )
+        bad = [n for n in lengths if not 1 <= n <= self.seq_len]
+        if bad:
+            raise UsageError(
+                f"--lengths values must be between 1 and --seq-len {self.seq_len} (got {bad[0]})"
+            )
+
+    # -- derived facts ------------------------------------------------------------------------
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def h_out(self) -> int:
+        """Width of h and of each direction's output: proj_size when projecting, else hidden."""
+        return self.proj_size or self.hidden_size
+
+    @property
+    def packed(self) -> bool:
+        return self.lengths is not None
+
+    def layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.num_directions * self.h_out
+
+    def directions(self) -> tuple[str, ...]:
+        return DIRECTIONS[: self.num_directions]
+
+    def config(self) -> dict:
+        """The configuration as JSON-ready values (every JSON document carries it)."""
+        out = asdict(self)
+        out["lengths"] = list(self.lengths) if self.lengths is not None else None
+        return out
+
+    def tensor_dims(self) -> dict[str, list[Dim]]:
+        """Shape of input, output, h_n and c_n, each dimension with what it means."""
+        D, L, N = self.num_directions, self.seq_len, self.batch_size
+        seq = Dim("L", L, "sequence length (time steps)")
+        batch = Dim("N", N, "batch size")
+        out_meaning = (
+            f"{D} directions x H_out {self.h_out} (forward | backward)"
+            if D == 2
+            else f"H_out {self.h_out}"
+        )
+        if self.proj_size:
+            out_meaning += " (proj_size)"
+        time_batch = [seq] if self.unbatched else ([batch, seq] if self.batch_first else [seq, batch])
+        state_meaning = f"{D} x num_layers {self.num_layers}, layer-major" + (
+            " (l0 fwd, l0 bwd, l1 fwd, ...)" if D == 2 else ""
+        )
+        state = [Dim("D*num_layers", D * self.num_layers, state_meaning)]
+        state_batch = [] if self.unbatched else [batch]
+        return {
+            "input": time_batch + [Dim("H_in", self.input_size, "input size (features per step)")],
+            "output": time_batch + [Dim("D*H_out", D * self.h_out, out_meaning)],
+            "h_n": state + state_batch
+            + [Dim("H_out", self.h_out, "last hidden state width" + (" (proj_size)" if self.proj_size else ""))],
+            "c_n": state + state_batch + [Dim("H_cell", self.hidden_size, "cell state width (hidden_size)")],
+        }
+
+    def tensor_shapes(self) -> dict[str, list[int]]:
+        return {name: [d.size for d in dims] for name, dims in self.tensor_dims().items()}
+
+    def parameter_shapes(self) -> list[tuple[str, list[int]]]:
+        """Every parameter of nn.LSTM, in the order `named_parameters()` yields them."""
+        H, P = self.hidden_size, self.proj_size
+        shapes = []
+        for layer in range(self.num_layers):
+            for suffix in ("", "_reverse")[: self.num_directions]:
+                shapes.append((f"weight_ih_l{layer}{suffix}", [4 * H, self.layer_input_size(layer)]))
+                shapes.append((f"weight_hh_l{layer}{suffix}", [4 * H, self.h_out]))
+                if self.bias:
+                    shapes.append((f"bias_ih_l{layer}{suffix}", [4 * H]))
+                    shapes.append((f"bias_hh_l{layer}{suffix}", [4 * H]))
+                if P:
+                    shapes.append((f"weight_hr_l{layer}{suffix}", [P, H]))
+        return shapes
+
+    def parameter_count(self) -> int:
+        """Closed form: D * sum over layers of 4H(in_k + H_out) + 8H*bias + P*H."""
+        H, D = self.hidden_size, self.num_directions
+        per_direction = sum(
+            4 * H * (self.layer_input_size(k) + self.h_out) + (8 * H if self.bias else 0)
+            + self.proj_size * H
+            for k in range(self.num_layers)
+        )
+        return D * per_direction
+
+    def memory_estimate_bytes(self, extra_elements: int = 0) -> int:
+        """Rough peak bytes of one forward pass: weights, input, every layer's output, one
+        layer's precomputed gates (what fused kernels keep), states, plus what a command adds."""
+        T, N, D = self.seq_len, max(self.batch_size, 1), self.num_directions
+        elements = (
+            self.parameter_count()
+            + T * N * self.input_size * 2  # float32 draw on the host, then the cast copy
+            + self.num_layers * T * N * D * self.h_out
+            + T * N * D * 4 * self.hidden_size
+            + 4 * self.num_layers * D * N * self.hidden_size
+            + extra_elements
+        )
+        return elements * ITEMSIZE[self.dtype]
+
+
+def parse_lengths(text: str | None) -> tuple[int, ...] | None:
+    """'10,7,3' -> (10, 7, 3); a clear UsageError for anything else."""
+    if text is None or text == "":
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(
+            f"--lengths takes whole numbers separated by commas, like 10,7,3 (got {text!r})"
+        ) from None
+
+
+def format_bytes(n: float) -> str:
+    if n < 1024:
+        return f"{int(n)} B"
+    exponent = min(int(math.log(n, 1024)), 5)
+    return f"{n / 1024**exponent:.1f} {'BKMGTP'[exponent]}iB".replace("BiB", "B")
