@@ -10,7 +10,7 @@ import torch
 
 from lstm_cli.checks import Check, close, default_tolerance
 from lstm_cli.explain import explain_lines
-from lstm_cli.model import Forward, build_lstm, make_input, place, run_lstm
+from lstm_cli.model import Forward, build_lstm, make_input, place, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import GATES, Dim, LSTMSpec
 
@@ -127,11 +127,8 @@ def identity_checks(spec: LSTMSpec, forward: Forward, tolerance: float) -> list[
 
     Names use the user's own indexing (batch_first puts batch first); the arithmetic works on
     a time-major view (L, N, D*H_out)."""
-    out, h_n = forward.output, forward.h_n
-    if spec.unbatched:
-        out, h_n = out.unsqueeze(1), h_n.unsqueeze(1)
-    elif spec.batch_first:
-        out = out.transpose(0, 1)
+    out = time_major(forward.output, spec)
+    h_n = forward.h_n.unsqueeze(1) if spec.unbatched else forward.h_n
     H = spec.h_out
     bi = spec.bidirectional
     fwd_state = "h_n[-2]" if bi else "h_n[-1]"

@@ -101,3 +101,34 @@ def run_lstm(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> Forward:
         packed_output, batch_first=spec.batch_first, total_length=spec.seq_len
     )
     return Forward(output, h_n, c_n)
+
+
+@dataclass
+class DirectionWeights:
+    """One layer x direction of an nn.LSTM, gates stacked i, f, g, o along dim 0."""
+
+    w_ih: torch.Tensor  # (4H, in)
+    w_hh: torch.Tensor  # (4H, H_out)
+    b_ih: torch.Tensor | None  # (4H,), None with --no-bias
+    b_hh: torch.Tensor | None
+    w_hr: torch.Tensor | None  # (P, H), None without proj_size
+
+
+def direction_weights(lstm: nn.LSTM, layer: int, direction: str) -> DirectionWeights:
+    suffix = f"_l{layer}" + ("_reverse" if direction == "backward" else "")
+    get = lambda name: getattr(lstm, name + suffix, None)  # noqa: E731
+    return DirectionWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"))
+
+
+def time_major(x: torch.Tensor, spec: LSTMSpec) -> torch.Tensor:
+    """View any input/output of the spec's layout as (L, N, features)."""
+    if spec.unbatched:
+        return x.unsqueeze(1)
+    return x.transpose(0, 1) if spec.batch_first else x
+
+
+def from_time_major(x: torch.Tensor, spec: LSTMSpec) -> torch.Tensor:
+    """Inverse of time_major: back to the spec's own layout."""
+    if spec.unbatched:
+        return x.squeeze(1)
+    return x.transpose(0, 1) if spec.batch_first else x
