@@ -147,6 +147,58 @@ def inspect_command(
     return emit(run_inspect(spec, explain=explain), json_output, render_inspect)
 
 
+@app.command(
+    "compare-cell",
+    epilog="Examples: lstm-cli compare-cell | lstm-cli compare-cell --bidirectional --proj-size 8 "
+    "--lengths 10,7,3 --steps | lstm-cli compare-cell --hidden-sizes 30,20 | "
+    "lstm-cli compare-cell --dtype float64 --seq-len 200 --json",
+)
+@lstm_command
+def compare_cell_command(
+    spec: LSTMSpec,
+    ctx: typer.Context,
+    hidden_sizes: Annotated[
+        str | None,
+        typer.Option("--hidden-sizes", help="Free-form stack of cells of these widths, e.g. 30,20 "
+                     "(the seed's 100 -> 30 -> 20); replaces --hidden-size and --num-layers."),
+    ] = None,
+    atol: Annotated[
+        float | None,
+        typer.Option("--atol", help="Largest |difference| that passes. Default by dtype: float64 1e-10, "
+                     "float32 1e-5 (CUDA 5e-5, with TF32 2e-3), float16 1e-2, bfloat16 5e-2."),
+    ] = None,
+    steps: Annotated[bool, typer.Option("--steps", help="Also show the output difference at every time step.")] = False,
+    allow_tf32: Annotated[
+        bool, typer.Option("--allow-tf32", help="Let cuDNN and matmuls use TF32 on CUDA (off by default).")
+    ] = False,
+    repeat: Annotated[int, typer.Option("--repeat", help="Timed runs of each path (median reported); 0 skips timing.")] = 5,
+    json_output: JsonFlag = False,
+) -> int:
+    """The same network as a loop over stacked nn.LSTMCells, matched against nn.LSTM and timed.
+
+    Mirror mode copies nn.LSTM's weights into one nn.LSTMCell per layer and direction and
+    steps through time as the seed does, adding by hand what LSTMCell lacks (backward
+    direction, proj_size, packed lengths). Reports max |difference| of h_n and c_n per layer
+    and direction and of the output, and the time of both paths. Exit 1 on a mismatch.
+    """
+    from lstm_cli.spec import check_free_form, parse_hidden_sizes
+
+    sizes = parse_hidden_sizes(hidden_sizes)
+    if sizes is not None:
+        given = {name for name in ("num_layers", "hidden_size") if ctx.get_parameter_source(name).name != "DEFAULT"}
+        check_free_form(spec, given)
+    if atol is not None and not atol >= 0:
+        raise UsageError(f"--atol must be a number >= 0 (got {atol})")
+    if not 0 <= repeat <= 10_000:
+        raise UsageError(f"--repeat must be between 0 and 10000 (got {repeat})")
+
+    from lstm_cli.compare_cell import run_compare
+    from lstm_cli.render.compare_cell import render_compare_cell
+
+    result = run_compare(spec, sizes, atol=atol, per_step=steps, allow_tf32=allow_tf32, repeat=repeat)
+    return emit(result, json_output, render_compare_cell)
+
+
 def _fail(message: str) -> None:
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
 

@@ -126,3 +126,20 @@ def quiet_torch_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+@contextlib.contextmanager
+def tf32_mode(device: torch.device, allow: bool) -> Iterator[None]:
+    """TF32 on or off for both cuDNN and plain matmuls while the block runs, then restored.
+
+    cuDNN RNNs use TF32 by default on Ampere and newer while plain matmuls do not, so a cell
+    loop and nn.LSTM only compare like with like when both settings agree."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

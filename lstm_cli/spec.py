@@ -213,3 +213,36 @@ def format_bytes(n: float) -> str:
         return f"{int(n)} B"
     exponent = min(int(math.log(n, 1024)), 5)
     return f"{n / 1024**exponent:.1f} {'BKMGTP'[exponent]}iB".replace("BiB", "B")
+
+
+def parse_hidden_sizes(text: str | None) -> tuple[int, ...] | None:
+    """'30,20' -> (30, 20): the widths of a free-form LSTMCell stack."""
+    if text is None or text == "":
+        return None
+    try:
+        sizes = tuple(int(p.strip()) for p in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--hidden-sizes takes whole numbers separated by commas, like 30,20 (got {text!r})"
+        ) from None
+    bad = [n for n in sizes if n < 1]
+    if bad:
+        raise UsageError(f"--hidden-sizes values must be at least 1 (got {bad[0]})")
+    return sizes
+
+
+def check_free_form(spec: LSTMSpec, explicit_flags: set[str]) -> None:
+    """A free-form stack is unidirectional cells without projection or dropout, its layers and
+    widths set by --hidden-sizes alone: say so rather than ignore a contradicting flag."""
+    for flag, on in (
+        ("--bidirectional", spec.bidirectional),
+        ("--proj-size", spec.proj_size > 0),
+        ("--dropout", spec.dropout > 0),
+        ("--num-layers", "num_layers" in explicit_flags),
+        ("--hidden-size", "hidden_size" in explicit_flags),
+    ):
+        if on:
+            raise UsageError(
+                f"--hidden-sizes builds a plain stack of LSTMCells (its own layers and widths, "
+                f"one direction, no projection, no dropout): drop {flag}"
+            )

@@ -29,10 +29,14 @@ def checks_table(checks: list[Check], title: str = "Checks") -> Table:
 
 
 def config_line(config: dict, device: str, dtype: str) -> str:
-    flags = (
-        f"input {config['input_size']}, hidden {config['hidden_size']}, "
-        f"{config['num_layers']} layer(s), seq-len {config['seq_len']}, batch {config['batch_size']}"
-    )
+    if config.get("hidden_sizes"):  # a free-form stack has its own widths
+        widths = " -> ".join(map(str, [config["input_size"], *config["hidden_sizes"]]))
+        flags = f"cells {widths}, seq-len {config['seq_len']}, batch {config['batch_size']}"
+    else:
+        flags = (
+            f"input {config['input_size']}, hidden {config['hidden_size']}, "
+            f"{config['num_layers']} layer(s), seq-len {config['seq_len']}, batch {config['batch_size']}"
+        )
     extras = [
         name
         for name, on in (
@@ -52,3 +56,21 @@ def config_line(config: dict, device: str, dtype: str) -> str:
 def format_shape(shape: list[int]) -> str:
     """(80, 100), and (80,) for one dimension, as Python prints a shape."""
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+SPARK_LEVELS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], low: float | None = None, high: float | None = None) -> str:
+    """One character per value, scaled between low and high (default: the values' own range)."""
+    finite = [v for v in values if v == v]
+    if not finite:
+        return ""
+    low = min(finite) if low is None else low
+    high = max(finite) if high is None else high
+    span = high - low
+    top = len(SPARK_LEVELS) - 1
+    return "".join(
+        " " if v != v else SPARK_LEVELS[0 if span <= 0 else min(top, max(0, round((v - low) / span * top)))]
+        for v in values
+    )

@@ -1,0 +1,201 @@
+"""`lstm-cli compare-cell`: the network as stacked nn.LSTMCell loops, matched against nn.LSTM
+number by number, and timed. Returns a plain result; never prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lstm_cli import cells
+from lstm_cli.checks import Check, default_tolerance, max_abs_diff
+from lstm_cli.model import build_lstm, make_input, place, run_lstm, time_major
+from lstm_cli.runtime import collect_warnings, tf32_mode
+from lstm_cli.spec import LSTMSpec
+from lstm_cli.timing import median_seconds
+
+
+@dataclass
+class LayerDiff:
+    layer: int
+    direction: str
+    h_n_max_abs_diff: float
+    c_n_max_abs_diff: float
+
+
+@dataclass
+class StackLayer:
+    """One LSTMCell of the loop: what goes in and what it carries from step to step."""
+
+    layer: int
+    direction: str
+    input_size: int
+    hidden_size: int
+    x_shape: list[int]
+    h_shape: list[int]
+    c_shape: list[int]
+    parameters: int
+
+
+@dataclass
+class Timing:
+    fused_s: float
+    cells_s: float
+    ratio: float
+    repeat: int
+
+
+@dataclass
+class CompareResult:
+    command: str
+    config: dict
+    mode: str  # "mirror" (copies of an nn.LSTM) or "free-form" (--hidden-sizes)
+    reference: str  # what the cells are matched against
+    device: str
+    dtype: str
+    tf32: bool
+    tolerance: float
+    layers: list[LayerDiff]
+    output_max_abs_diff: float
+    output_max_rel_diff: float
+    step_max_abs_diff: list[float] | None
+    passed: bool
+    timing: Timing | None
+    stack: list[StackLayer]
+    output_shape: list[int]
+    checks: list[Check]
+    notes: list[str]
+
+
+def run_compare(
+    spec: LSTMSpec,
+    hidden_sizes: tuple[int, ...] | None = None,
+    atol: float | None = None,
+    per_step: bool = False,
+    allow_tf32: bool = False,
+    repeat: int = 5,
+) -> CompareResult:
+    notes: list[str] = []
+    # The loop keeps every layer's outputs and a second copy of the weights.
+    if hidden_sizes is None:
+        widths, weights = [spec.num_directions * spec.h_out] * spec.num_layers, spec.parameter_count()
+    else:
+        widths = list(hidden_sizes)
+        inputs = [spec.input_size, *hidden_sizes[:-1]]
+        weights = 2 * sum(4 * h * (i + h) + 8 * h for i, h in zip(inputs, hidden_sizes))
+    extra = weights + spec.seq_len * spec.batch_size * sum(widths)
+    with collect_warnings(notes):
+        placement = place(spec, extra_elements=extra)
+        with tf32_mode(placement.device, allow_tf32):
+            x = make_input(spec, placement)
+            if hidden_sizes is None:
+                lstm = build_lstm(spec, placement)
+                stack = cells.cells_from_lstm(lstm)
+                fused = lambda: _fused_run(lstm, x, spec)  # noqa: E731
+                reference = "nn.LSTM (one fused module)"
+            else:
+                stack = cells.free_form_cells(spec, hidden_sizes, placement.device, placement.dtype)
+                layers = _single_layer_lstms(stack)
+                fused = lambda: _layer_by_layer_run(layers, x, spec)  # noqa: E731
+                reference = "one single-layer nn.LSTM per cell, same weights"
+            expected = fused()
+            looped = cells.run_cells(stack, x, spec)
+            timing = None
+            if repeat:
+                fused_s = median_seconds(fused, placement.device, repeat)
+                cells_s = median_seconds(lambda: cells.run_cells(stack, x, spec), placement.device, repeat)
+                timing = Timing(fused_s, cells_s, cells_s / fused_s, repeat)
+
+    if spec.dropout and hidden_sizes is None:
+        notes.append("dropout acts in train mode only; both networks ran in eval mode, so none applied")
+    if allow_tf32 and placement.device.type != "cuda":
+        notes.append(f"--allow-tf32 has no effect on {placement.device.type}: TF32 is a CUDA setting")
+    tf32 = allow_tf32 and placement.device.type == "cuda" and spec.dtype == "float32"
+    tolerance = atol if atol is not None else default_tolerance(spec.dtype, placement.device.type, tf32)
+
+    directions = ("forward", "backward")[: stack.num_directions]
+    diffs = []
+    for k, ((h_ref, c_ref), (h, c)) in enumerate(zip(expected.finals, looped.finals)):
+        layer, direction = divmod(k, len(directions))
+        diffs.append(LayerDiff(layer, directions[direction], max_abs_diff(h, h_ref), max_abs_diff(c, c_ref)))
+    out_diff = max_abs_diff(looped.output, expected.output)
+    scale = expected.output.abs().max().item() if expected.output.numel() else 0.0
+    out_rel = out_diff / scale if scale > 0 else out_diff
+    steps = None
+    if per_step:
+        delta = (time_major(looped.output, spec).double() - time_major(expected.output, spec).double()).abs()
+        steps = delta.flatten(1).amax(dim=1).tolist()
+
+    checks = [
+        check
+        for d in diffs
+        for check in (
+            Check(f"layer {d.layer} {d.direction}: h_n", d.h_n_max_abs_diff <= tolerance, d.h_n_max_abs_diff, tolerance),
+            Check(f"layer {d.layer} {d.direction}: c_n", d.c_n_max_abs_diff <= tolerance, d.c_n_max_abs_diff, tolerance),
+        )
+    ]
+    checks.append(Check("output", out_diff <= tolerance, out_diff, tolerance))  # NaN fails
+    return CompareResult(
+        command="compare-cell",
+        config=spec.config() | {"hidden_sizes": list(hidden_sizes) if hidden_sizes else None},
+        mode="mirror" if hidden_sizes is None else "free-form",
+        reference=reference,
+        device=str(placement.device),
+        dtype=placement.dtype_name,
+        tf32=tf32,
+        tolerance=tolerance,
+        layers=diffs,
+        output_max_abs_diff=out_diff,
+        output_max_rel_diff=out_rel,
+        step_max_abs_diff=steps,
+        passed=all(check.passed for check in checks),
+        timing=timing,
+        stack=describe_stack(stack, spec),
+        output_shape=list(looped.output.shape),
+        checks=checks,
+        notes=notes,
+    )
+
+
+def describe_stack(stack: cells.CellStack, spec: LSTMSpec) -> list[StackLayer]:
+    batch = [] if spec.unbatched else [spec.batch_size]
+    directions = ("forward", "backward")[: stack.num_directions]
+    rows = []
+    for layer, (row, projections) in enumerate(zip(stack.cells, stack.projections)):
+        for direction, cell, w_hr in zip(directions, row, projections):
+            h_width = cell.hidden_size if w_hr is None else w_hr.shape[0]
+            count = sum(p.numel() for p in cell.parameters()) + (0 if w_hr is None else w_hr.numel())
+            rows.append(
+                StackLayer(
+                    layer, direction, cell.input_size, cell.hidden_size,
+                    batch + [cell.input_size], batch + [h_width], batch + [cell.hidden_size], count,
+                )
+            )
+    return rows
+
+
+def _fused_run(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> cells.StackRun:
+    forward = run_lstm(lstm, x, spec)
+    return cells.StackRun(forward.output, list(zip(forward.h_n.unbind(0), forward.c_n.unbind(0))))
+
+
+def _single_layer_lstms(stack: cells.CellStack) -> list[nn.LSTM]:
+    """The reference for a free-form stack: each cell as a one-layer nn.LSTM with its weights."""
+    layers = []
+    for (cell,) in stack.cells:
+        lstm = nn.LSTM(cell.input_size, cell.hidden_size, bias=cell.bias, device=cell.weight_ih.device, dtype=cell.weight_ih.dtype)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if cell.bias else 2]:
+                getattr(lstm, f"{name}_l0").copy_(getattr(cell, name))
+        layers.append(lstm.eval())
+    return layers
+
+
+def _layer_by_layer_run(layers: list[nn.LSTM], x: torch.Tensor, spec: LSTMSpec) -> cells.StackRun:
+    finals = []
+    for lstm in layers:
+        forward = run_lstm(lstm, x, spec)
+        finals.append((forward.h_n[0], forward.c_n[0]))
+        x = forward.output
+    return cells.StackRun(x, finals)
