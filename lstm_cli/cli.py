@@ -19,6 +19,7 @@ from lstm_cli.spec import LSTMSpec, parse_lengths
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROG = "lstm-cli"
 LSTM_PANEL = "LSTM configuration (shared by every command)"
+FILES_PANEL = "Real models and data (shared by every command)"
 
 app = typer.Typer(
     name=PROG,
@@ -39,6 +40,10 @@ def _option(*decls: str, help: str) -> Any:
     return typer.Option(*decls, help=help, rich_help_panel=LSTM_PANEL)
 
 
+def _files(*decls: str, help: str) -> Any:
+    return typer.Option(*decls, help=help, rich_help_panel=FILES_PANEL)
+
+
 # The shared LSTM flags: (parameter name, annotated type). Defaults come from LSTMSpec, the one
 # place that also validates them.
 SHARED_FLAGS: list[tuple[str, Any]] = [
@@ -57,28 +62,54 @@ SHARED_FLAGS: list[tuple[str, Any]] = [
     ("seed", Annotated[int, _option("--seed", help="Seeds two separate generators: weights and input.")]),
     ("lengths", Annotated[str | None, _option("--lengths", help="Per-sequence lengths, e.g. 10,7,3: a packed, variable-length batch.")]),
     ("unbatched", Annotated[bool, _option("--unbatched", help="Input (L, H_in) with no batch dimension.")]),
+    ("weights", Annotated[str | None, _files("--weights", help="Load the LSTM from a state_dict (.pt, nested or prefixed), .safetensors or .npz; its shapes set the architecture.")]),
+    ("key", Annotated[str | None, _files("--key", help="Prefix of the LSTM to use when --weights holds several (e.g. model.encoder.rnn).")]),
+    ("input", Annotated[str | None, _files("--input", help="Input tensor (.pt or .npy): (L, N, H_in), (N, L, H_in) with --batch-first, or (L, H_in); sets seq-len and batch size.")]),
+    ("save_weights", Annotated[str | None, _files("--save-weights", help="Write the weights that ran as a state_dict (.pt, .safetensors or .npz), to rerun with --weights.")]),
 ]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 
 
-def spec_from_flags(**flags: Any) -> LSTMSpec:
-    flags["lengths"] = parse_lengths(flags.get("lengths"))
+def spec_from_flags(flags: dict[str, Any], explicit: set[str] = frozenset()) -> LSTMSpec:
+    """One validated spec from the shared flags; with --weights or --input the files fill in
+    what was not given explicitly (and contradict nothing that was)."""
+    flags = dict(flags, lengths=parse_lengths(flags.get("lengths")))
+    if flags.get("save_weights"):
+        from lstm_cli.sources import check_save_path  # torch-side: only when a file is involved
+
+        check_save_path(flags["save_weights"])
+    if flags.get("weights") or flags.get("input") or flags.get("key") is not None:
+        from lstm_cli.sources import resolve_flags
+
+        flags = resolve_flags(flags, explicit)
     return LSTMSpec(**flags)  # validates; raises UsageError with a one-line message
+
+
+def explicit_flags(ctx: typer.Context) -> set[str]:
+    """The shared flags the user typed (as opposed to defaults)."""
+    return {
+        name for name, _ in SHARED_FLAGS
+        if (source := ctx.get_parameter_source(name)) is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+    }
 
 
 def lstm_command(command: Callable[..., int]) -> Callable[..., int]:
     """Give a command the shared LSTM flags: Typer sees them in the signature, the command
-    receives one validated `spec` instead."""
+    receives one validated `spec` instead (and `ctx` too if it asks for it)."""
     own = [p for p in pyinspect.signature(command).parameters.values() if p.name != "spec"]
+    wants_ctx = any(p.name == "ctx" for p in own)
     shared = [
         pyinspect.Parameter(name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=_default(name))
         for name, annotation in SHARED_FLAGS
     ]
+    if not wants_ctx:
+        shared.append(pyinspect.Parameter("ctx", pyinspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
 
     def with_spec(**kwargs: Any) -> int:
         flags = {name: kwargs.pop(name) for name, _ in SHARED_FLAGS}
-        return command(spec=spec_from_flags(**flags), **kwargs)
+        ctx = kwargs["ctx"] if wants_ctx else kwargs.pop("ctx")
+        return command(spec=spec_from_flags(flags, explicit_flags(ctx)), **kwargs)
 
     with_spec.__signature__ = pyinspect.Signature(own + shared)  # type: ignore[attr-defined]
     with_spec.__name__ = command.__name__
@@ -185,8 +216,7 @@ def compare_cell_command(
 
     sizes = parse_hidden_sizes(hidden_sizes)
     if sizes is not None:
-        given = {name for name in ("num_layers", "hidden_size") if ctx.get_parameter_source(name).name != "DEFAULT"}
-        check_free_form(spec, given)
+        check_free_form(spec, explicit_flags(ctx))
     if atol is not None and not atol >= 0:
         raise UsageError(f"--atol must be a number >= 0 (got {atol})")
     if not 0 <= repeat <= 10_000:

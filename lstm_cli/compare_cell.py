@@ -10,7 +10,7 @@ from torch import nn
 
 from lstm_cli import cells
 from lstm_cli.checks import Check, default_tolerance, max_abs_diff
-from lstm_cli.model import build_lstm, make_input, place, run_lstm, time_major
+from lstm_cli.model import make_input, place, prepare, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings, tf32_mode
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.timing import median_seconds
@@ -86,11 +86,14 @@ def run_compare(
         weights = 2 * sum(4 * h * (i + h) + 8 * h for i, h in zip(inputs, hidden_sizes))
     extra = weights + spec.seq_len * spec.batch_size * sum(widths)
     with collect_warnings(notes):
-        placement = place(spec, extra_elements=extra)
-        with tf32_mode(placement.device, allow_tf32):
+        if hidden_sizes is None:
+            prepared = prepare(spec, extra_elements=extra)
+            placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
+        else:
+            placement = place(spec, extra_elements=extra)
             x = make_input(spec, placement)
+        with tf32_mode(placement.device, allow_tf32):
             if hidden_sizes is None:
-                lstm = build_lstm(spec, placement)
                 stack = cells.cells_from_lstm(lstm)
                 fused = lambda: _fused_run(lstm, x, spec)  # noqa: E731
                 reference = "nn.LSTM (one fused module)"

@@ -10,7 +10,7 @@ import torch
 
 from lstm_cli.checks import Check, close, default_tolerance
 from lstm_cli.explain import explain_lines
-from lstm_cli.model import Forward, build_lstm, make_input, place, run_lstm, time_major
+from lstm_cli.model import Forward, prepare, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import GATES, Dim, LSTMSpec
 
@@ -66,9 +66,8 @@ class InspectResult:
 def run_inspect(spec: LSTMSpec, explain: bool = False) -> InspectResult:
     notes: list[str] = []
     with collect_warnings(notes):
-        placement = place(spec)
-        lstm = build_lstm(spec, placement)
-        x = make_input(spec, placement)
+        prepared = prepare(spec)
+        placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
         forward = run_lstm(lstm, x, spec)
     if spec.dropout and spec.num_layers > 1:
         notes.append("dropout acts in train mode only; inspect runs in eval mode, so none applied")

@@ -50,6 +50,11 @@ class LSTMSpec:
     seed: int = 0
     lengths: tuple[int, ...] | None = None
     unbatched: bool = False
+    # Real models and data (sources.py reads them; the architecture above then matches them).
+    weights: str | None = None
+    key: str | None = None
+    input: str | None = None
+    save_weights: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -240,9 +245,11 @@ def check_free_form(spec: LSTMSpec, explicit_flags: set[str]) -> None:
         ("--dropout", spec.dropout > 0),
         ("--num-layers", "num_layers" in explicit_flags),
         ("--hidden-size", "hidden_size" in explicit_flags),
+        ("--weights", spec.weights is not None),
+        ("--save-weights", spec.save_weights is not None),
     ):
         if on:
             raise UsageError(
                 f"--hidden-sizes builds a plain stack of LSTMCells (its own layers and widths, "
-                f"one direction, no projection, no dropout): drop {flag}"
+                f"one direction, no projection, no dropout, random weights): drop {flag}"
             )

@@ -164,3 +164,11 @@ def test_piped_output_has_no_colour_codes_and_notes_go_to_stderr():
     assert result.stderr.strip() == (
         "note: oneDNN has no LSTM kernel with projections, so PyTorch used its default implementation"
     )
+
+
+def test_cpu_runs_flush_denormals():
+    from lstm_cli.model import place
+
+    place(LSTMSpec(device="cpu"))
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 denormal
+    assert (tiny * 1.0).item() == 0.0
