@@ -14,10 +14,9 @@ import typer
 
 from lstm_cli import __version__
 from lstm_cli.errors import UsageError
+from lstm_cli.guard import EXIT_CHECK_FAILED, EXIT_OK, PROG, run_guarded, silence_stdout
 from lstm_cli.spec import LSTMSpec, parse_lengths
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-PROG = "lstm-cli"
 LSTM_PANEL = "LSTM configuration (shared by every command)"
 FILES_PANEL = "Real models and data (shared by every command)"
 
@@ -128,7 +127,7 @@ def emit(result: Any, as_json: bool, render: Callable[[Any, Any], None]) -> int:
         else:
             render(result, make_console())
     except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly
-        _silence_stdout()
+        silence_stdout()
         return EXIT_OK
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -229,37 +228,6 @@ def compare_cell_command(
     return emit(result, json_output, render_compare_cell)
 
 
-def _fail(message: str) -> None:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
-
-
-def _silence_stdout() -> None:
-    """After a closed pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: turns every way a run can end into one of the documented exit codes."""
-    try:
-        code = app(args=argv, prog_name=PROG, standalone_mode=False)
-    except UsageError as exc:
-        _fail(str(exc))
-        return EXIT_USAGE
-    except (KeyboardInterrupt, typer.Abort):
-        code = EXIT_INTERRUPTED
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            # Click's parse errors (Typer may vendor Click, so matched by shape, not class).
-            _fail(exc.format_message())
-            return exc.exit_code
-        if os.environ.get("LSTM_CLI_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (run with LSTM_CLI_DEBUG=1 for the traceback)")
-        return EXIT_CHECK_FAILED
-    if code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into exit code 130 itself
-        print(f"{PROG}: interrupted", file=sys.stderr)
-    return code if isinstance(code, int) else EXIT_OK
+    """Entry point. `argv` None means the real process (Ctrl-C watchdog on); tests pass a list."""
+    return run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False), watch_interrupts=argv is None)

@@ -33,7 +33,13 @@ def make_console(stderr: bool = False):
     """A Rich console that writes no colour codes into pipes and honours NO_COLOR."""
     from rich.console import Console
 
-    return Console(
+    class QuietPipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich would exit 1; a reader that stopped reading (`| head -1`) is no failure,
+            # so the caller ends quietly with 0 (see cli.emit).
+            raise BrokenPipeError
+
+    return QuietPipeConsole(
         file=sys.stderr if stderr else sys.stdout,
         highlight=False,
         no_color="NO_COLOR" in os.environ or None,

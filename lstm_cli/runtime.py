@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 
 from lstm_cli.errors import UsageError
+from lstm_cli.guard import plain_warning
 from lstm_cli.spec import LSTMSpec, format_bytes
 
 TORCH_DTYPES = {
@@ -86,27 +87,6 @@ def ensure_fits(spec: LSTMSpec, device: torch.device, extra_elements: int = 0) -
             f"{format_bytes(limit)} available; use smaller sizes"
         )
     return estimate
-
-
-# torch warnings we know, as the sentence a user needs instead of a raw UserWarning line.
-_KNOWN_WARNINGS = (
-    (
-        "LSTM with projections is not supported with oneDNN",
-        "oneDNN has no LSTM kernel with projections, so PyTorch used its default implementation",
-    ),
-    (
-        "non-zero dropout expects num_layers greater than 1",
-        "--dropout has no effect with one layer: PyTorch applies it between layers only",
-    ),
-    ("Failed to initialize NumPy", "NumPy could not be loaded by torch; install numpy"),
-)
-
-
-def plain_warning(message: str) -> str:
-    for needle, sentence in _KNOWN_WARNINGS:
-        if needle in message:
-            return sentence
-    return message.strip().splitlines()[0]
 
 
 @contextlib.contextmanager
