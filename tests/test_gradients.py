@@ -1,17 +1,23 @@
-"""gradients: per-step norms against an independent float64 computation, --forget-bias and
-the vanishing definition."""
+"""gradients: per-step norms against an independent float64 computation, --forget-bias,
+reproducibility, the vanishing definition and bad flags."""
 
 import math
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import lstm_cli.gradients as gradients
 from lstm_cli.gradients import build_model, run_gradients, set_forget_bias, vanishing_step
 from lstm_cli.model import Placement
+from lstm_cli.render.common import sparkline
 from lstm_cli.spec import LSTMSpec
 from tests.reference import reference_lstm
 
 SMALL = {"input_size": 5, "hidden_size": 4, "num_layers": 2, "seq_len": 6, "batch_size": 2}
+SMALL_FLAGS = ["--input-size", "5", "--hidden-size", "4", "--num-layers", "2", "--seq-len", "6", "--batch-size", "2"]
 
 
 # -- an independent computation: weights drawn here, equations written out, float64 ----------
@@ -145,6 +151,51 @@ def test_forget_bias_changes_only_the_forget_rows(changes):
         assert torch.equal(total[H : 2 * H], torch.full((H,), 1.25))
 
 
+def test_forget_bias_moves_the_lstm_only(run_cli):
+    plain = run_cli("gradients", *SMALL_FLAGS, "--json").json()
+    biased = run_cli("gradients", *SMALL_FLAGS, "--forget-bias", "1", "--json").json()
+    by_cell = lambda doc: {m["cell"]: m for m in doc["models"]}  # noqa: E731
+    assert by_cell(plain)["rnn"]["grad_norms"] == by_cell(biased)["rnn"]["grad_norms"]
+    assert by_cell(plain)["gru"]["grad_norms"] == by_cell(biased)["gru"]["grad_norms"]
+    assert by_cell(plain)["lstm"]["grad_norms"] != by_cell(biased)["lstm"]["grad_norms"]
+    assert biased["config"]["forget_bias"] == 1.0 and by_cell(biased)["lstm"]["forget_bias"] == 1.0
+    assert plain["config"]["forget_bias"] is None
+
+
+# -- reproducibility and the JSON contract ---------------------------------------------------
+
+
+def test_same_flags_and_seed_give_the_same_numbers(run_cli):
+    first = run_cli("gradients", "--seed", "3", "--json")
+    second = run_cli("gradients", "--seed", "3", "--json")
+    assert first.code == second.code == 0
+    assert first.json() == second.json()
+    other = run_cli("gradients", "--seed", "4", "--json").json()
+    for a, b in zip(first.json()["models"], other["models"]):
+        assert a["cell"] == b["cell"] and a["grad_norms"] != b["grad_norms"]
+
+
+def test_json_contract_and_the_vanishing_definition(run_cli):
+    result = run_cli("gradients", "--seq-len", "40", "--cells", "lstm,rnn", "--json")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["command"] == "gradients" and doc["config"]["seq_len"] == 40
+    assert doc["config"]["cells"] == ["lstm", "rnn"] and [m["cell"] for m in doc["models"]] == ["lstm", "rnn"]
+    assert doc["passed"] is True and doc["vanish_fraction"] == 1e-3
+    assert [c["passed"] for c in doc["checks"]] == [True, True]
+    for model in doc["models"]:
+        norms = model["grad_norms"]
+        assert len(norms) == 40 and all(v > 0 for v in norms)
+        assert model["first_to_last_ratio"] == pytest.approx(norms[0] / norms[-1], rel=1e-12)
+        assert (model["first_step_norm"], model["last_step_norm"]) == (norms[0], norms[-1])
+        k = model["vanishes_at_step"]
+        threshold = 1e-3 * norms[-1]
+        # at the seed's 4 layers and 40 steps both models lose 3 orders of magnitude
+        assert k is not None and model["vanishes_at_t"] == 39 - k
+        assert norms[39 - k] < threshold
+        assert all(v >= threshold for v in norms[40 - k :])
+
+
 def test_vanishing_step_definition():
     assert vanishing_step([1e-5, 1e-4, 2e-3, 0.5, 1.0]) == 3  # 0.5, 2e-3 no; 1e-4 < 1e-3 yes
     assert vanishing_step([1e-9, 1e-4, 0.9, 1.0]) == 2  # the first one walking back counts
@@ -156,6 +207,88 @@ def test_vanishing_step_definition():
     assert vanishing_step([0.0, 1.0]) == 1  # an underflowed gradient has vanished
 
 
+def test_a_non_finite_gradient_fails_the_check_with_exit_1(run_cli, monkeypatch):
+    original = gradients.step_grad_norms
+
+    def with_nan(module, x, spec):
+        norms = original(module, x, spec)
+        return [math.nan] + norms[1:] if isinstance(module, torch.nn.GRU) else norms
+
+    monkeypatch.setattr(gradients, "step_grad_norms", with_nan)
+    result = run_cli("gradients", *SMALL_FLAGS, "--json")
+    assert result.code == 1
+    doc = result.json()
+    assert [c["passed"] for c in doc["checks"]] == [True, False, True]
+    assert doc["models"][1]["grad_norms"][0] is None and doc["passed"] is False
+    assert "1 check(s) failed" in result.stderr
+
+
+def test_dropout_is_not_applied_and_says_so(run_cli):
+    plain = run_cli("gradients", *SMALL_FLAGS, "--json")
+    dropped = run_cli("gradients", *SMALL_FLAGS, "--dropout", "0.5", "--json")
+    assert dropped.code == 0
+    assert [m["grad_norms"] for m in dropped.json()["models"]] == [m["grad_norms"] for m in plain.json()["models"]]
+    assert dropped.stderr.splitlines() == [
+        "note: gradients are measured without dropout (as in eval mode): --dropout 0.5 is not applied"
+    ]
+
+
+def test_table_shows_each_models_numbers_and_sparkline(run_cli):
+    args = ("gradients", "--seq-len", "30", "--num-layers", "1", "--forget-bias", "3")
+    doc = run_cli(*args, "--json").json()
+    table = run_cli(*args)
+    assert table.code == 0
+    logs = [[math.log10(v) for v in m["grad_norms"]] for m in doc["models"]]
+    low, high = min(map(min, logs)), max(map(max, logs))
+    lines = table.stdout.splitlines()
+    for model, row in zip(doc["models"], logs):
+        (table_row,) = [line for line in lines if line.startswith(f"│ {model['module']} ")]
+        (spark_row,) = [line for line in lines if line.startswith(f"{model['module']} ")]
+        assert spark_row.endswith("  " + sparkline(row, low, high))  # one shared log scale
+        k = model["vanishes_at_step"]
+        assert ("never" if k is None else f"{k} step{'s' if k > 1 else ''} back (t={29 - k})") in table_row
+        cells = [c.strip() for c in table_row.split("│")[2:5]]
+        assert cells == [f"{v:.3g}" for v in (model["grad_norms"][0], model["grad_norms"][-1], model["first_to_last_ratio"])]
+    # with forget bias 3 the one-layer LSTM keeps its gradient over 30 steps; the RNN does not
+    by_cell = {m["cell"]: m for m in doc["models"]}
+    assert by_cell["lstm"]["vanishes_at_step"] is None and by_cell["rnn"]["vanishes_at_step"] is not None
+
+
+# -- bad flags ------------------------------------------------------------------------
+
+
+BAD_FLAGS = [
+    (["--cells", ""], "--cells needs at least one of rnn, gru, lstm"),
+    (["--cells", "rnn,tree"], "--cells: unknown cell 'tree' (choose from rnn, gru, lstm)"),
+    (["--cells", "lstm,rnn,lstm"], "--cells lists lstm more than once"),
+    (["--forget-bias", "nan"], "--forget-bias must be a finite number"),
+    (["--forget-bias", "inf"], "--forget-bias must be a finite number"),
+    (["--forget-bias", "1", "--cells", "rnn,gru"], "add lstm to --cells"),
+    (["--forget-bias", "1", "--no-bias"], "--forget-bias needs the LSTM's biases: drop --no-bias"),
+    (["--bidirectional"], "drop --bidirectional"),
+    (["--lengths", "10,7,3"], "drop --lengths"),
+    (["--forget-bias", "one"], "'one' is not a valid float"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_give_one_line_and_exit_2(run_cli, args, message):
+    result = run_cli("gradients", *args)
+    assert result.code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lstm-cli: error: "), result.stderr
+    assert message in lines[0]
+
+
+def test_help_names_the_flags_and_defines_vanishing(run_cli):
+    result = run_cli("gradients", "--help")
+    text = re.sub(r"[\s│]+", " ", result.stdout)
+    assert result.code == 0
+    for needle in ("--cells", "--forget-bias", "below 1e-3 x the last step's", "b_if + b_hf = B"):
+        assert needle in text, needle
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu_in_float64():
     """cuDNN runs an RNN backward only in train mode: the command must work there too."""
@@ -164,3 +297,14 @@ def test_cuda_matches_cpu_in_float64():
     assert cuda.device.startswith("cuda")
     for a, b in zip(cpu.models, cuda.models):
         assert b.grad_norms == pytest.approx(a.grad_norms, rel=1e-9)
+
+
+def test_gradients_help_imports_neither_torch_nor_matplotlib():
+    probe = (
+        "import sys\n"
+        "from lstm_cli.cli import main\n"
+        "code = main(['gradients', '--help'])\n"
+        "print('CODE', code, 'HEAVY', sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "CODE 0 HEAVY []" in result.stdout, result.stdout + result.stderr
