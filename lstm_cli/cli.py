@@ -202,7 +202,7 @@ def compare_cell_command(
 @app.command(
     "gradients",
     epilog="Examples: lstm-cli gradients | lstm-cli gradients --forget-bias 1 | "
-    "lstm-cli gradients --cells rnn,lstm --seq-len 100 --num-layers 1 | "
+    "lstm-cli gradients --cells rnn,lstm --seq-len 100 --num-layers 1 --plot norms.png | "
     "lstm-cli gradients --dtype float64 --json",
 )
 @lstm_command
@@ -217,6 +217,11 @@ def gradients_command(
         typer.Option("--forget-bias", metavar="B", help="Set the LSTM's forget-gate bias to B in every layer "
                      "(Jozefowicz et al. 2015 use 1): rows H:2H of bias_ih become B and rows H:2H of "
                      "bias_hh become 0, so b_if + b_hf = B. Default: PyTorch's random init."),
+    ] = None,
+    plot: Annotated[
+        str | None,
+        typer.Option("--plot", metavar="FILE.png", help="Also draw the norms over time, log scale, one line per "
+                     "model, into this PNG. Needs matplotlib: pip install 'lstm-cli\\[plot]'."),
     ] = None,
     json_output: JsonFlag = False,
 ) -> int:
@@ -235,10 +240,22 @@ def gradients_command(
 
     chosen = parse_cells(cells)
     check_gradients_flags(spec, chosen, forget_bias)
+    target = None
+    if plot is not None:
+        from lstm_cli.render.gradients_plot import check_png_path, require_matplotlib
+
+        target = check_png_path(plot)
+        require_matplotlib()
+
     from lstm_cli.gradients import run_gradients
     from lstm_cli.render.gradients import render_gradients
 
     result = run_gradients(spec, chosen, forget_bias)
+    if target is not None:
+        from lstm_cli.render.gradients_plot import plot_gradients
+
+        plot_gradients(result, target)
+        result.plot = str(target)
     return emit(result, json_output, render_gradients)
 
 

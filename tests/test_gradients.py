@@ -1,7 +1,8 @@
 """gradients: per-step norms against an independent float64 computation, --forget-bias,
-reproducibility, the vanishing definition and bad flags."""
+reproducibility, the vanishing definition, bad flags and --plot."""
 
 import math
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from tests.reference import reference_lstm
 
 SMALL = {"input_size": 5, "hidden_size": 4, "num_layers": 2, "seq_len": 6, "batch_size": 2}
 SMALL_FLAGS = ["--input-size", "5", "--hidden-size", "4", "--num-layers", "2", "--seq-len", "6", "--batch-size", "2"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # -- an independent computation: weights drawn here, equations written out, float64 ----------
@@ -254,7 +256,7 @@ def test_table_shows_each_models_numbers_and_sparkline(run_cli):
     assert by_cell["lstm"]["vanishes_at_step"] is None and by_cell["rnn"]["vanishes_at_step"] is not None
 
 
-# -- bad flags ------------------------------------------------------------------------
+# -- bad flags and --plot ------------------------------------------------------------------
 
 
 BAD_FLAGS = [
@@ -268,6 +270,8 @@ BAD_FLAGS = [
     (["--bidirectional"], "drop --bidirectional"),
     (["--lengths", "10,7,3"], "drop --lengths"),
     (["--forget-bias", "one"], "'one' is not a valid float"),
+    (["--plot", "norms.jpg"], "give a file name ending in .png"),
+    (["--plot", "/no/such/dir/norms.png"], "directory '/no/such/dir' does not exist"),
 ]
 
 
@@ -281,11 +285,70 @@ def test_bad_flags_give_one_line_and_exit_2(run_cli, args, message):
     assert message in lines[0]
 
 
+def test_plot_onto_a_directory_is_refused(run_cli, tmp_path):
+    (tmp_path / "d.png").mkdir()
+    result = run_cli("gradients", "--plot", str(tmp_path / "d.png"))
+    assert result.code == 2 and result.stderr.splitlines() == [f"lstm-cli: error: --plot {tmp_path / 'd.png'}: is a directory"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_plot_into_a_read_only_directory_is_refused_before_any_work(run_cli, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    monkeypatch.setattr(gradients, "run_gradients", None)  # running would crash: the check acts first
+    result = run_cli("gradients", "--plot", str(locked / "norms.png"))
+    assert result.code == 2
+    assert result.stderr.splitlines() == [f"lstm-cli: error: --plot {locked / 'norms.png'}: not writable"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_plot_where_even_root_cannot_write_is_refused(run_cli):
+    result = run_cli("gradients", *SMALL_FLAGS, "--plot", "/proc/self/norms.png")
+    assert result.code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == ["lstm-cli: error: --plot /proc/self/norms.png: not writable"]
+
+
+def test_plot_that_fails_while_writing_is_one_line(run_cli, tmp_path, monkeypatch):
+    matplotlib_figure = pytest.importorskip("matplotlib.figure")
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib_figure.Figure, "savefig", disk_full)
+    target = tmp_path / "norms.png"
+    result = run_cli("gradients", *SMALL_FLAGS, "--plot", str(target))
+    assert result.code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"lstm-cli: error: --plot {target}: cannot write: No space left on device"]
+
+
+def test_plot_writes_a_png(run_cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "norms.png"
+    result = run_cli("gradients", *SMALL_FLAGS, "--plot", str(target), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["plot"] == str(target)
+    data = target.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+def test_plot_without_matplotlib_names_the_install_command(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    monkeypatch.setattr(gradients, "run_gradients", None)  # and it is found out before any work
+    target = tmp_path / "norms.png"
+    result = run_cli("gradients", "--plot", str(target))
+    assert result.code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "lstm-cli: error: --plot needs matplotlib, which is not installed: pip install 'lstm-cli[plot]'"
+    ]
+    assert not target.exists()
+
+
 def test_help_names_the_flags_and_defines_vanishing(run_cli):
     result = run_cli("gradients", "--help")
     text = re.sub(r"[\s│]+", " ", result.stdout)
     assert result.code == 0
-    for needle in ("--cells", "--forget-bias", "below 1e-3 x the last step's", "b_if + b_hf = B"):
+    for needle in ("--cells", "--forget-bias", "--plot", "pip install 'lstm-cli[plot]'",
+                   "below 1e-3 x the last step's", "b_if + b_hf = B"):
         assert needle in text, needle
 
 
