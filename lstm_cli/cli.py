@@ -228,6 +228,70 @@ def compare_cell_command(
     return emit(result, json_output, render_compare_cell)
 
 
+@app.command(
+    "gradients",
+    epilog="Examples: lstm-cli gradients | lstm-cli gradients --forget-bias 1 | "
+    "lstm-cli gradients --cells rnn,lstm --seq-len 100 --num-layers 1 --plot norms.png | "
+    "lstm-cli gradients --dtype float64 --json",
+)
+@lstm_command
+def gradients_command(
+    spec: LSTMSpec,
+    ctx: typer.Context,
+    cells: Annotated[
+        str, typer.Option("--cells", help="Models to compare, comma-separated, in this order: rnn (nn.RNN, tanh), "
+                          "gru, lstm. Each is built from the same flags and seed. With --weights the "
+                          "default is the loaded lstm alone.")
+    ] = "rnn,gru,lstm",
+    forget_bias: Annotated[
+        float | None,
+        typer.Option("--forget-bias", metavar="B", help="Set the LSTM's forget-gate bias to B in every layer "
+                     "(Jozefowicz et al. 2015 use 1): rows H:2H of bias_ih become B and rows H:2H of "
+                     "bias_hh become 0, so b_if + b_hf = B. Default: PyTorch's random init."),
+    ] = None,
+    plot: Annotated[
+        str | None,
+        typer.Option("--plot", metavar="FILE.png", help="Also draw the norms over time, log scale, one line per "
+                     "model, into this PNG. Needs matplotlib: pip install 'lstm-cli\\[plot]'."),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> int:
+    """How far back the gradient reaches: |d loss / d x_t| at every step for RNN, GRU and LSTM.
+
+    Builds nn.RNN (tanh), nn.GRU and nn.LSTM from the same flags and seed, runs the same seeded
+    input through each, takes loss = sum of h_n[-1] (the last layer's final hidden state) and
+    reports, for every time step t, the L2 norm of d loss / d x_t over the whole batch and all
+    input features. Per model: the norms as a log-scale sparkline, first/last = norm at t=0
+    divided by the norm at the last step t=L-1, and where it vanishes: walking back from the
+    last step, the first k >= 1 steps back (t = L-1-k) whose norm is below 1e-3 x the last
+    step's, or "never". Exit 1 if a gradient is not finite. --bidirectional and --lengths are
+    refused: both leave no single last step to count back from.
+    """
+    from lstm_cli.spec import check_gradients_flags, parse_cells
+
+    chosen = parse_cells(cells)
+    if spec.weights is not None and ctx.get_parameter_source("cells").name in ("DEFAULT", "DEFAULT_MAP"):
+        chosen = ("lstm",)  # a loaded model alone; --cells rnn,gru,lstm adds same-size references
+    check_gradients_flags(spec, chosen, forget_bias)
+    target = None
+    if plot is not None:
+        from lstm_cli.render.gradients_plot import check_png_path, require_matplotlib
+
+        target = check_png_path(plot)
+        require_matplotlib()
+
+    from lstm_cli.gradients import run_gradients
+    from lstm_cli.render.gradients import render_gradients
+
+    result = run_gradients(spec, chosen, forget_bias)
+    if target is not None:
+        from lstm_cli.render.gradients_plot import plot_gradients
+
+        plot_gradients(result, target)
+        result.plot = str(target)
+    return emit(result, json_output, render_gradients)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. `argv` None means the real process (Ctrl-C watchdog on); tests pass a list."""
     return run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False), watch_interrupts=argv is None)

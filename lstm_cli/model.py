@@ -68,12 +68,19 @@ def build_lstm(spec: LSTMSpec, placement: Placement) -> nn.LSTM:
         lstm.load_state_dict(find_lstm(spec.weights, spec.key).state)
         return lstm.to(device=placement.device).eval()
     lstm = nn.LSTM(**kwargs, dtype=torch.float32)
+    init_uniform(lstm, spec)
+    return lstm.to(device=placement.device, dtype=placement.dtype).eval()
+
+
+def init_uniform(module: nn.Module, spec: LSTMSpec) -> None:
+    """Every parameter of `module`, in order, from U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's own
+    RNN init) drawn from a fresh weight generator: the same seed gives the same weights for
+    nn.LSTM, nn.GRU and nn.RNN alike, independent of the input stream."""
     generator = torch.Generator().manual_seed(spec.seed + WEIGHT_SEED_OFFSET)
     bound = 1.0 / math.sqrt(spec.hidden_size)
     with torch.no_grad():
-        for param in lstm.parameters():
+        for param in module.parameters():
             param.uniform_(-bound, bound, generator=generator)
-    return lstm.to(device=placement.device, dtype=placement.dtype).eval()
 
 
 def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:

@@ -253,3 +253,44 @@ def check_free_form(spec: LSTMSpec, explicit_flags: set[str]) -> None:
                 f"--hidden-sizes builds a plain stack of LSTMCells (its own layers and widths, "
                 f"one direction, no projection, no dropout, random weights): drop {flag}"
             )
+
+
+# The recurrent models `gradients` compares, by name: nn.RNN (tanh), nn.GRU, nn.LSTM.
+CELLS = ("rnn", "gru", "lstm")
+
+
+def parse_cells(text: str) -> tuple[str, ...]:
+    """'rnn,lstm' -> ('rnn', 'lstm'), in the order given; unknown, empty or repeated names are
+    a UsageError."""
+    names = [p.strip().lower() for p in text.split(",")]
+    if not any(names):
+        raise UsageError(f"--cells needs at least one of {', '.join(CELLS)} (got {text!r})")
+    for name in names:
+        if name not in CELLS:
+            raise UsageError(f"--cells: unknown cell {name!r} (choose from {', '.join(CELLS)})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(f"--cells lists {repeated[0]} more than once (got {text!r})")
+    return tuple(names)
+
+
+def check_gradients_flags(spec: LSTMSpec, cells: tuple[str, ...], forget_bias: float | None) -> None:
+    """What `gradients` can measure honestly: one common last step to count back from, and a
+    forget-gate bias only where there is an LSTM with biases."""
+    if spec.bidirectional:
+        raise UsageError(
+            "gradients counts steps back from one final step, but a backward direction ends at "
+            "step 0: drop --bidirectional"
+        )
+    if spec.lengths is not None:
+        raise UsageError(
+            "gradients counts steps back from one final step shared by the whole batch, but "
+            "--lengths gives each sequence its own: drop --lengths (or use --batch-size 1 --seq-len N)"
+        )
+    if forget_bias is not None:
+        if not math.isfinite(forget_bias):
+            raise UsageError(f"--forget-bias must be a finite number (got {forget_bias})")
+        if "lstm" not in cells:
+            raise UsageError("--forget-bias sets the LSTM's forget gate: add lstm to --cells")
+        if not spec.bias:
+            raise UsageError("--forget-bias needs the LSTM's biases: drop --no-bias")

@@ -163,6 +163,13 @@ COMMAND_FLAGS = {
             max_size=3,
         ),
     ).map(lambda parts: parts[0] + sum(parts[1], [])),
+    "gradients": st.lists(
+        st.sampled_from([
+            ["--cells", "rnn,lstm"], ["--cells", "gru"], ["--cells", "lstm,lstm"], ["--cells", "cnn"],
+            ["--forget-bias", "1"], ["--forget-bias", "nan"], ["--forget-bias", "x"],
+        ]),
+        max_size=2,
+    ).map(lambda parts: sum(parts, [])),
 }
 
 
