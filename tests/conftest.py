@@ -2,6 +2,11 @@ import json
 from dataclasses import dataclass
 
 import pytest
+import torch
+
+# One thread for the in-process tests: with OpenMP's busy-waiting barriers, a busy second
+# core stalled every nn.LSTM call here (0.3 ms became 500 ms) and the suite with it.
+torch.set_num_threads(1)
 
 
 @dataclass
