@@ -49,10 +49,13 @@ from lstm_cli.spec import GATES, LSTMSpec
 # Gate values computed at once: a chunk of steps holds about this many (x 4 bytes in float32),
 # so the working set is a few chunks whatever the sequence length.
 CHUNK_ELEMENTS = 1 << 22
-# CPU: above this many multiply-adds in one step's recurrent GEMM (batch x H_out x 4H) the step
-# loop beats recompute; below it, per-step overhead dominates and recompute's few large GEMMs win.
-# Measured on the 2-core development machine (benchmarks/gates_bench.py; see README).
-LOOP_MIN_STEP_MACS = 1 << 23
+# CPU: from this many multiply-adds in one step's recurrent GEMM (batch x H_out x 4H) on, the
+# step loop beats recompute; below it, per-step overhead dominates and recompute's few large
+# GEMMs win. On the 2-core development machine (benchmarks/gates_bench.py, README) the loop was
+# 1.7x vs recompute 2.0x the fused forward at 67M multiply-adds a step, about even at 8-17M,
+# and it loses far more than recompute when another process takes a core (each of its ~10
+# small ops a step waits for both threads), hence the margin.
+LOOP_MIN_STEP_MACS = 1 << 25
 HEATMAP_MAX_STEPS = 64
 HEATMAP_MAX_UNITS = 64
 
@@ -195,20 +198,34 @@ def activate(gates: torch.Tensor) -> None:
     gates[..., 2, :].tanh_()
 
 
-def input_projection(x: torch.Tensor, w: DirectionWeights) -> torch.Tensor:
-    """x W_ih^T + b_ih + b_hh for a (steps, B, in) block, as a new (steps * B, 4H) tensor."""
+def input_projection(x: torch.Tensor, w: DirectionWeights, out: torch.Tensor) -> torch.Tensor:
+    """x W_ih^T + b_ih + b_hh for a (steps, B, in) block, into `out` (steps * B, 4H)."""
     flat = x.reshape(-1, x.shape[-1])
     if w.b_ih is None:
-        return flat @ w.w_ih.t()
-    return torch.addmm(w.b_ih + w.b_hh, flat, w.w_ih.t())
+        return torch.mm(flat, w.w_ih.t(), out=out)
+    return torch.addmm(w.b_ih + w.b_hh, flat, w.w_ih.t(), out=out)
 
 
-def rebuild_h(c: torch.Tensor, o: torch.Tensor, w: DirectionWeights, out: torch.Tensor | None = None) -> torch.Tensor:
-    """h = o * tanh(c), projected by W_hr when the LSTM has proj_size."""
+def rebuild_h(c: torch.Tensor, o: torch.Tensor, w: DirectionWeights, out: torch.Tensor,
+              raw: torch.Tensor | None = None) -> torch.Tensor:
+    """h = o * tanh(c) into `out`; with proj_size, o * tanh(c) goes to `raw` (shaped like c)
+    first and `out` gets it times W_hr^T."""
     if w.w_hr is None:
-        return torch.tanh(c, out=out).mul_(o) if out is not None else torch.tanh(c).mul_(o)
-    raw = torch.tanh(c).mul_(o)
-    return torch.matmul(raw, w.w_hr.t(), out=out) if out is not None else raw @ w.w_hr.t()
+        return torch.tanh(c, out=out).mul_(o)
+    torch.tanh(c, out=raw).mul_(o)
+    return torch.matmul(raw, w.w_hr.t(), out=out)
+
+
+class ChunkBuffers:
+    """Work tensors of one chunk, allocated once per layer x direction and reused by every
+    chunk (a chunk's tensors are valid until the next one is made): a fresh multi-MiB
+    allocation per chunk costs page faults about as slow as the arithmetic itself."""
+
+    def __init__(self, like: torch.Tensor, steps: int, batch: int, **widths: int):
+        self.tensors = {name: like.new_empty(steps, batch, width) for name, width in widths.items()}
+
+    def __call__(self, name: str, steps: int) -> torch.Tensor:
+        return self.tensors[name][:steps]
 
 
 def mkl_packing_supported(w: torch.Tensor) -> bool:
@@ -221,13 +238,18 @@ def mkl_packing_supported(w: torch.Tensor) -> bool:
 
 
 class StepGemm:
-    """gates += h W_hh^T for one step. On CPU in float32, W_hh is packed once by MKL for the
+    """gates += h W_hh^T for one step. On CPU in float32, W_hh can be packed once by MKL for the
     full batch (torch.ops.mkl._mkl_reorder_linear_weight + _mkl_linear: a private API, so it is
-    probed once and any failure falls back to addmm_, as do steps with fewer sequences)."""
+    probed once and any failure falls back to addmm_, as do steps with fewer sequences).
 
-    def __init__(self, w_hh: torch.Tensor, batch: int, use_mkl: bool):
+    use_mkl: True packs whenever supported, False never, None (the default) only when a step's
+    GEMM is large enough for packing to pay (the sizes where `auto` picks the loop)."""
+
+    def __init__(self, w_hh: torch.Tensor, batch: int, use_mkl: bool | None = None):
         self.w_hh, self.w_hh_t, self.batch = w_hh, w_hh.t(), batch
         self.packed = None
+        if use_mkl is None:
+            use_mkl = batch * w_hh.numel() >= LOOP_MIN_STEP_MACS
         if use_mkl and mkl_packing_supported(w_hh):
             try:
                 packed = torch.ops.mkl._mkl_reorder_linear_weight(w_hh, batch)
@@ -253,29 +275,36 @@ class LoopCapture:
     name = "loop"
     needs_layer_output = False
 
-    def __init__(self, use_mkl: bool = True):
-        self.use_mkl = use_mkl
+    def __init__(self, use_mkl: bool | None = None):
+        self.use_mkl = use_mkl  # see StepGemm
 
     def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
             batch: WorkingBatch, chunk_steps: int) -> Iterator[Chunk]:
         T, B, _ = x.shape
         H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
         gemm = StepGemm(w.w_hh, B, self.use_mkl)
-        h_prev, c_prev = x.new_zeros(B, H_out), x.new_zeros(B, H)
+        work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out, raw=H if w.w_hr is not None else 0)
+        h_prev, c_prev = x.new_zeros(B, H_out), x.new_zeros(B, H)  # carried from chunk to chunk
         for t0, t1 in chunk_bounds(T, chunk_steps, reverse):
             n = t1 - t0
-            gates = input_projection(x[t0:t1], w).view(n, B, 4, H)
-            # Zeros, so that in the backward direction a sequence that has not started yet
-            # reads a zero state at its first (its own last) step.
-            cs, hs = x.new_zeros(n, B, H), x.new_zeros(n, B, H_out)
+            gates = input_projection(x[t0:t1], w, work("gates", n).view(n * B, 4 * H)).view(n, B, 4, H)
+            cs, hs, raw = work("c", n), work("h", n), work("raw", 1)[0]
+            if batch.packed:
+                # A sequence that has not started yet (backward direction) reads a zero state
+                # at its first step, which is its own last one.
+                cs.zero_()
+                hs.zero_()
+            h_step, c_step = h_prev, c_prev
             for t in _step_order(t0, t1, reverse):
                 s, bs = t - t0, batch.size_at(t)
                 g = gates[s, :bs]
-                gemm(g.view(bs, 4 * H), h_prev[:bs])
+                gemm(g.view(bs, 4 * H), h_step[:bs])
                 activate(g)
-                c = torch.mul(g[:, 1], c_prev[:bs], out=cs[s, :bs]).addcmul_(g[:, 0], g[:, 2])
-                rebuild_h(c, g[:, 3], w, out=hs[s, :bs])
-                h_prev, c_prev = hs[s], cs[s]
+                c = torch.mul(g[:, 1], c_step[:bs], out=cs[s, :bs]).addcmul_(g[:, 0], g[:, 2])
+                rebuild_h(c, g[:, 3], w, out=hs[s, :bs], raw=raw[:bs] if raw.numel() else None)
+                h_step, c_step = hs[s], cs[s]
+            h_prev.copy_(h_step)
+            c_prev.copy_(c_step)
             yield Chunk(t0, t1, gates, cs, hs)
 
 
@@ -289,25 +318,29 @@ class RecomputeCapture:
             batch: WorkingBatch, chunk_steps: int) -> Iterator[Chunk]:
         T, B, _ = x.shape
         H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
+        work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out, ig=H, f=H,
+                            raw=H if w.w_hr is not None else 0)
         c_prev = x.new_zeros(B, H)
         for t0, t1 in chunk_bounds(T, chunk_steps, reverse):
             n = t1 - t0
-            gates = input_projection(x[t0:t1], w)
+            gates = input_projection(x[t0:t1], w, work("gates", n).view(n * B, 4 * H))
             gates.addmm_(previous_h(h_seq, t0, t1, reverse).reshape(n * B, H_out), w.w_hh.t())
             gates = gates.view(n, B, 4, H)
             activate(gates)
             i, f, g, o = gates.unbind(2)
-            ig = i * g
+            ig = torch.mul(i, g, out=work("ig", n))
             valid = batch.valid_rows(t0, t1)
             if valid is not None:  # a state is zero until its sequence's first step
                 mask = valid.unsqueeze(-1).to(ig.dtype)
                 ig.mul_(mask)
-                f = f * mask
-            cs = torch.empty_like(ig)
+                f = torch.mul(f, mask, out=work("f", n))
+            cs = work("c", n)
             for t in _step_order(t0, t1, reverse):
                 s = t - t0
                 c_prev = torch.addcmul(ig[s], f[s], c_prev, out=cs[s])
-            yield Chunk(t0, t1, gates, cs, rebuild_h(cs, o, w))
+            c_prev = c_prev.clone()  # cs is reused by the next chunk
+            hs = rebuild_h(cs, o, w, out=work("h", n), raw=work("raw", n) if w.w_hr is not None else None)
+            yield Chunk(t0, t1, gates, cs, hs)
 
 
 def previous_h(h_seq: torch.Tensor, t0: int, t1: int, reverse: bool) -> torch.Tensor:
@@ -367,6 +400,13 @@ class GateAccumulator:
         low_high = [thresholds.for_gate(g) for g in GATES]
         self.thresholds = torch.tensor(low_high, dtype=torch.float64)  # (4, 2)
         self.low = self.high = None  # in the gates' dtype, made at the first chunk
+        self.scratch: torch.Tensor | None = None
+
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A work tensor shaped like `like`, reused from chunk to chunk (see ChunkBuffers)."""
+        if self.scratch is None or self.scratch.numel() < like.numel() or self.scratch.dtype != like.dtype:
+            self.scratch = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        return self.scratch[: like.numel()].view(like.shape)
 
     def add(self, t0: int, t1: int, gates: torch.Tensor, c: torch.Tensor, valid: torch.Tensor | None) -> None:
         """Steps [t0, t1): gates (steps, B, 4, H), c (steps, B, H); `valid` (steps, B) marks the
@@ -374,16 +414,18 @@ class GateAccumulator:
         if gates.dtype in (torch.float16, torch.bfloat16):
             gates, c = gates.float(), c.float()
         acc = self.step_sum.dtype
+        centred = self._scratch(gates)
         if valid is None:
             count = torch.full((gates.shape[0],), gates.shape[1] * self.H, dtype=acc, device=gates.device)
             sums = gates.sum((1, 3))
-            centred = gates - (sums / (gates.shape[1] * self.H))[:, None, :, None]
+            torch.sub(gates, (sums / (gates.shape[1] * self.H))[:, None, :, None], out=centred)
             rows, cells = gates.reshape(-1, 4, self.H), c.reshape(-1, self.H)
         else:
             weight = valid.to(gates.dtype)[:, :, None, None]
             count = valid.sum(1).to(acc) * self.H
-            sums = (gates * weight).sum((1, 3))
-            centred = (gates - (sums / count.clamp(min=1).to(gates.dtype).unsqueeze(1))[:, None, :, None]) * weight
+            sums = torch.mul(gates, weight, out=centred).sum((1, 3))
+            mean = sums / count.clamp(min=1).to(gates.dtype).unsqueeze(1)
+            torch.sub(gates, mean[:, None, :, None], out=centred).mul_(weight)
             rows, cells = gates[valid], c[valid]
         # Two passes per step (sum, then squared deviations from the step's mean): exact even
         # for gates pinned near 0 or 1, where sum-of-squares minus squared sum cancels.
@@ -399,11 +441,18 @@ class GateAccumulator:
         self.max = torch.maximum(self.max, rows.amax((0, 2)).to(acc))
         # [x < low] as clamp(low - x, min=0).sign(): exact (low - x > 0 exactly when x < low in
         # IEEE arithmetic), and about 3x faster on CPU than comparing into bools and summing
-        # them. Each sum of 0/1 values stays below 2**24, so float32 counts exactly.
-        self.left += torch.sub(self.low, rows).clamp_(min=0).sign_().sum((0, 2)).to(acc)
-        self.right += torch.sub(rows, self.high).clamp_(min=0).sign_().sum((0, 2)).to(acc)
-        self.cell_abs_sum += torch.linalg.vector_norm(cells, ord=1, dtype=acc)
-        self.cell_abs_max = torch.maximum(self.cell_abs_max, torch.linalg.vector_norm(cells, ord=math.inf).to(acc))
+        # them. A float32 sum of 0/1 values is exact below 2**24 of them; beyond, use float64.
+        exact = acc if rows.shape[0] * self.H >= 2**24 else None
+        work = self._scratch(rows)
+        self.left += torch.sub(self.low, rows, out=work).clamp_(min=0).sign_().sum((0, 2), dtype=exact).to(acc)
+        self.right += torch.sub(rows, self.high, out=work).clamp_(min=0).sign_().sum((0, 2), dtype=exact).to(acc)
+        magnitude = torch.abs(cells, out=self._scratch(cells))
+        self.cell_abs_sum += magnitude.sum().to(acc)
+        self.cell_abs_max = torch.maximum(self.cell_abs_max, magnitude.max().to(acc))
+
+    def release(self) -> None:
+        """Drop the work tensor once this layer x direction is done."""
+        self.scratch = None
 
     def summary(self) -> tuple[dict[str, GateStats], CellStats, dict[str, list[float | None]]]:
         count = self.step_count.sum()
@@ -566,6 +615,7 @@ def capture_gates(
                                             batch.valid_rows(chunk.t0, chunk.t1))
                 if progress is not None:
                     progress(chunk.t1 - chunk.t0)
+            recorder.stats.release()
         inp = next_inp
     order = [(layer, direction) for layer in range(spec.num_layers) for direction in spec.directions()]
     h_n = torch.stack([recorders[k].h_last for k in order])

@@ -138,7 +138,7 @@ class GatesOptions:
     sequence: int = 0
     export: Path | None = None
     plot: Path | None = None
-    use_mkl: bool = True  # pack W_hh with MKL in the loop method where available
+    use_mkl: bool | None = None  # loop method: pack W_hh with MKL (None: when it pays; see StepGemm)
 
 
 def make_options(

@@ -269,8 +269,8 @@ def test_a_wrong_capture_fails_the_checks_and_exits_1(run_cli, monkeypatch, meth
 def test_nan_in_the_capture_fails_the_check(run_cli, monkeypatch):
     real = gates_module.rebuild_h
 
-    def broken(c, o, w, out=None):
-        h = real(c, o, w, out)
+    def broken(c, o, w, out, raw=None):
+        h = real(c, o, w, out, raw)
         h.view(-1)[0] = math.nan
         return h
 
@@ -307,6 +307,8 @@ def test_mkl_packed_and_addmm_step_paths_give_the_same_numbers():
     w_hh = torch.randn(128, 32)
     assert gates_module.StepGemm(w_hh, 4, use_mkl=True).packed is not None  # the MKL path runs
     assert gates_module.StepGemm(w_hh, 4, use_mkl=False).packed is None
+    assert gates_module.StepGemm(w_hh, 4).packed is None  # auto: too small to pay
+    assert gates_module.StepGemm(torch.randn(4096, 1024), 64).packed is not None  # auto: large
     packed, plain = _capture_stats(spec, True), _capture_stats(spec, False)
     for key, recorder in packed.recorders.items():
         for name, value in recorder.all.items():
