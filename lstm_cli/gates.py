@@ -49,6 +49,7 @@ from lstm_cli.spec import GATES, LSTMSpec
 # Gate values computed at once: a chunk of steps holds about this many (x 4 bytes in float32),
 # so the working set is a few chunks whatever the sequence length.
 CHUNK_ELEMENTS = 1 << 22
+MAX_CHUNK_STEPS = 256  # and at most this many steps, so that progress moves on long runs
 # CPU: from this many multiply-adds in one step's recurrent GEMM (batch x H_out x 4H) on, the
 # step loop beats recompute; below it, per-step overhead dominates and recompute's few large
 # GEMMs win. On the 2-core development machine (benchmarks/gates_bench.py, README) the loop was
@@ -375,7 +376,7 @@ def choose_method(spec: LSTMSpec, device: torch.device, requested: str = "auto")
 
 def chunk_steps_for(spec: LSTMSpec) -> int:
     batch = 1 if spec.unbatched else spec.batch_size
-    return max(1, min(spec.seq_len, CHUNK_ELEMENTS // (batch * 4 * spec.hidden_size)))
+    return max(1, min(spec.seq_len, MAX_CHUNK_STEPS, CHUNK_ELEMENTS // (batch * 4 * spec.hidden_size)))
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -575,7 +576,7 @@ def capture_gates(
     thresholds: Thresholds = Thresholds(),
     keep_all: bool = False,
     keep_sequence: dict[tuple[int, str], int] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> Capture:
     """Run `method` over every layer and direction of `lstm` on input `x` (the spec's layout),
     recording statistics; compare what it rebuilds with `reference` (nn.LSTM's own forward)."""
@@ -669,13 +670,19 @@ def extra_elements(spec: LSTMSpec, options: GatesOptions) -> int:
 
 
 def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
-              progress: Callable[[int], None] | None = None) -> GatesResult:
+              progress: Callable[..., None] | None = None) -> GatesResult:
+    """The whole command: build, run nn.LSTM, capture, verify, summarise, and write --export
+    and --plot files. `progress(steps, description=None)` hears of every chunk of steps."""
     notes: list[str] = []
     with collect_warnings(notes):
         placement = place(spec, extra_elements(spec, options))
         lstm = build_lstm(spec, placement)
         x = make_input(spec, placement)
+        if progress is not None:
+            progress(0, "nn.LSTM forward")
         reference = run_lstm(lstm, x, spec)
+        if progress is not None:
+            progress(0, "capturing gates")
         method_name, reason = choose_method(spec, placement.device, options.method)
         method = LoopCapture(options.use_mkl) if method_name == "loop" else RecomputeCapture()
         keep_sequence = {}

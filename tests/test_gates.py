@@ -525,3 +525,23 @@ def test_gates_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert "CODE 0 TORCH False MPL False" in result.stdout, result.stdout + result.stderr
     assert "--heatmap" in result.stdout and "--export" in result.stdout
+
+
+def test_progress_hears_every_step_and_the_phases():
+    spec = LSTMSpec(device="cpu", num_layers=2, bidirectional=True, seq_len=600, hidden_size=4, batch_size=2)
+    heard = []
+    gates_module.run_gates(spec, progress=lambda steps, description=None: heard.append((steps, description)))
+    assert heard[:2] == [(0, "nn.LSTM forward"), (0, "capturing gates")]
+    assert sum(steps for steps, _ in heard) == 2 * 2 * 600
+    assert len(heard) > 2 * 2 * 2  # chunks of at most 256 steps: the bar moves
+
+
+@pytest.mark.gpu
+def test_gates_on_cuda_is_verified_and_uses_recompute(run_cli):
+    result = run_cli("gates", "--device", "cuda", "--json", "--bidirectional", "--lengths", "10,7,3")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["method"] == "recompute" and doc["device"].startswith("cuda")
+    assert all(c["passed"] for c in doc["checks"])
+    loop = run_cli("gates", "--device", "cuda", "--json", "--method", "loop")
+    assert loop.code == 0 and all(c["passed"] for c in loop.json()["checks"])

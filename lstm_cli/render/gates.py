@@ -173,7 +173,7 @@ PROGRESS_MIN_STEPS = 2000
 
 
 @contextlib.contextmanager
-def capture_progress(spec: LSTMSpec) -> Iterator[Callable[[int], None] | None]:
+def capture_progress(spec: LSTMSpec) -> Iterator[Callable[..., None] | None]:
     """A callback advancing a Rich progress bar on stderr (only when stderr is a terminal and
     the run has many steps); None otherwise. Never writes to stdout."""
     total = spec.num_layers * spec.num_directions * spec.seq_len
@@ -185,8 +185,12 @@ def capture_progress(spec: LSTMSpec) -> Iterator[Callable[[int], None] | None]:
     from lstm_cli.output import make_console
 
     with Progress(
-        TextColumn("capturing gates"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
         TimeRemainingColumn(), console=make_console(stderr=True), transient=True,
     ) as progress:
-        task = progress.add_task("gates", total=total)
-        yield lambda steps: progress.advance(task, steps)
+        task = progress.add_task("nn.LSTM forward", total=total)
+
+        def advance(steps: int, description: str | None = None) -> None:
+            progress.update(task, advance=steps, **({"description": description} if description else {}))
+
+        yield advance
