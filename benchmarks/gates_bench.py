@@ -48,7 +48,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # this process only; lstm-cli never changes it
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     for name in args.sizes.split(","):
-        I, H, L, T, B = SIZES[name]
+        I, H, L, T, B = SIZES[name]  # noqa: E741 (the names of the issue and DESIGN.md)
         spec = LSTMSpec(input_size=I, hidden_size=H, num_layers=L, seq_len=T, batch_size=B, device=args.device)
         placement = place(spec)
         lstm = build_lstm(spec, placement)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -144,9 +144,12 @@ class WorkingBatch:
             self.order = torch.tensor(ordered, device=device)
             self.inverse = torch.argsort(self.order)
             self.lengths = [lengths[n] for n in ordered]
-        self.batch_sizes = [sum(length > t for length in self.lengths) for t in range(seq_len)]
-        steps = torch.arange(seq_len).unsqueeze(1)
-        self.valid = (steps < torch.tensor(self.lengths)).to(device) if self.packed else None
+        self.valid = None
+        self.batch_sizes = [batch] * seq_len
+        if self.packed:
+            running = torch.arange(seq_len).unsqueeze(1) < torch.tensor(self.lengths)  # (T, B)
+            self.batch_sizes = running.sum(1).tolist()
+            self.valid = running.to(device)
 
     def size_at(self, t: int) -> int:
         return self.batch_sizes[t]
@@ -538,6 +541,7 @@ class DirectionRecorder:
 
 @dataclass
 class Capture:
+    batch: WorkingBatch
     recorders: dict[tuple[int, str], DirectionRecorder]
     output_diff: float  # max |rebuilt h - nn.LSTM output| over the last layer's valid steps
     h_n: torch.Tensor  # (D * layers, B, H_out), working order
@@ -621,7 +625,7 @@ def capture_gates(
     order = [(layer, direction) for layer in range(spec.num_layers) for direction in spec.directions()]
     h_n = torch.stack([recorders[k].h_last for k in order])
     c_n = torch.stack([recorders[k].c_last for k in order])
-    return Capture(recorders, output_diff, h_n, c_n)
+    return Capture(batch, recorders, output_diff, h_n, c_n)
 
 
 def _max_diff(so_far: float, a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor | None) -> float:
@@ -631,13 +635,11 @@ def _max_diff(so_far: float, a: torch.Tensor, b: torch.Tensor, valid: torch.Tens
     return max(so_far, diff)
 
 
-def verification_checks(spec: LSTMSpec, capture: Capture, reference: Forward, batch_order: torch.Tensor | None,
-                        tolerance: float) -> list[Check]:
+def verification_checks(spec: LSTMSpec, capture: Capture, reference: Forward, tolerance: float) -> list[Check]:
     """The rebuilt h_t against nn.LSTM's output, and the rebuilt final states against h_n, c_n."""
     h_n = reference.h_n.unsqueeze(1) if spec.unbatched else reference.h_n
     c_n = reference.c_n.unsqueeze(1) if spec.unbatched else reference.c_n
-    if batch_order is not None:
-        h_n, c_n = h_n.index_select(1, batch_order), c_n.index_select(1, batch_order)
+    h_n, c_n = capture.batch.to_working(h_n, 1), capture.batch.to_working(c_n, 1)
     which = "every valid step" if spec.lengths is not None else "every step"
     return [
         Check(f"rebuilt h_t == nn.LSTM output at {which} (last layer)",
@@ -698,10 +700,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         notes.append("dropout acts in train mode only; gates runs in eval mode, so none applied")
     tf32 = placement.device.type == "cuda" and torch.backends.cudnn.allow_tf32
     tolerance = default_tolerance(spec.dtype, placement.device.type, tf32=tf32)
-    batch_order = None
-    if spec.lengths is not None:
-        batch_order = WorkingBatch(spec.seq_len, spec.batch_size, spec.lengths, placement.device).order
-    checks = verification_checks(spec, capture, reference, batch_order, tolerance)
+    checks = verification_checks(spec, capture, reference, tolerance)
     layers = []
     for (layer, direction), recorder in capture.recorders.items():
         stats, cell, per_step = recorder.stats.summary()
@@ -798,7 +797,7 @@ def export_tensors(path: Path, spec: LSTMSpec, capture: Capture, x: torch.Tensor
     """Write every captured tensor (in the input's layout and batch order; NaN at padded steps)
     and nn.LSTM's own input, output, h_n and c_n to a .npz or .pt file."""
     tensors: dict[str, torch.Tensor] = {}
-    batch = next(iter(capture.recorders.values())).batch
+    batch = capture.batch
     for (layer, direction), recorder in capture.recorders.items():
         suffix = f"_l{layer}" + ("_reverse" if direction == "backward" else "")
         kept = recorder.all
