@@ -734,9 +734,9 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
 
 
 def _bins(total: int, most: int) -> list[list[int]]:
-    count = min(total, most)
-    edges = [round(k * total / count) for k in range(count + 1)]
-    return [[edges[k], edges[k + 1]] for k in range(count)]
+    """[start, stop) of at most `most` groups of equal size (the last may be shorter)."""
+    size = -(-total // most)
+    return [[start, min(start + size, total)] for start in range(0, total, size)]
 
 
 def build_heatmap(which: HeatmapSpec, sequence: int, kept: dict[str, torch.Tensor]) -> Heatmap:

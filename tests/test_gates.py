@@ -405,8 +405,10 @@ def test_heatmap_fits_80_columns_and_bins_long_sequences():
     assert max(len(line) for line in plain.splitlines()) <= 80
     heatmap = result.heatmap
     assert (heatmap.layer, heatmap.direction, heatmap.gate) == (1, "backward", "o")
-    assert len(heatmap.steps) == 64 and heatmap.steps[0][0] == 0 and heatmap.steps[-1][1] == 100
-    assert len(heatmap.units) == 64 and heatmap.units[-1][1] == 70
+    # 100 steps in 50 bins of 2, 70 units in 35 rows of 2: at most 64 of each, covering all
+    assert heatmap.steps == [[t, t + 2] for t in range(0, 100, 2)]
+    assert heatmap.units == [[u, u + 2] for u in range(0, 70, 2)]
+    assert "a cell: 2 steps x 2 units (mean)" in plain
     assert "Heatmap: layer 1 backward o (output gate), sequence 0" in plain
     assert "\x1b[38;2;" in text  # coloured cells
     assert "▁▂▃▄▅▆▇█" in plain  # the legend
@@ -545,3 +547,23 @@ def test_gates_on_cuda_is_verified_and_uses_recompute(run_cli):
     assert all(c["passed"] for c in doc["checks"])
     loop = run_cli("gates", "--device", "cuda", "--json", "--method", "loop")
     assert loop.code == 0 and all(c["passed"] for c in loop.json()["checks"])
+
+
+def test_heatmap_bins_average_and_skip_padding():
+    from lstm_cli.gates_options import HeatmapSpec
+
+    T, H = 130, 3
+    values = torch.arange(T * 4 * H, dtype=torch.float64).view(T, 4, H) / (T * 4 * H)
+    values[120:] = math.nan  # padding at the end of the sequence
+    kept = {"gates": values, "c": values[:, 0]}
+    heatmap = gates_module.build_heatmap(HeatmapSpec(0, "o"), 0, kept)
+    assert heatmap.steps[0] == [0, 3] and heatmap.steps[-1] == [129, 130] and len(heatmap.steps) == 44
+    expected = values[:, 3].numpy()  # gate o, (T, H)
+    for row, (u0, u1) in enumerate(heatmap.units):
+        for col, (s0, s1) in enumerate(heatmap.steps):
+            block = expected[s0:s1, u0:u1]
+            if np.isnan(block).all():
+                assert heatmap.values[row][col] is None
+            else:
+                assert heatmap.values[row][col] == pytest.approx(np.nanmean(block), abs=1e-12)
+    assert heatmap.values[0][-1] is None and heatmap.value_range == [0.0, 1.0]

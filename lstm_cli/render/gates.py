@@ -140,16 +140,18 @@ def heatmap_lines(heatmap: Heatmap) -> Group:
                 k = level(value, low, high)
                 line.append(BARS[k] * cell, style=COLOURS[k])
         lines.append(line)
-    steps = heatmap.steps
+    steps, units = heatmap.steps, heatmap.units
     total = steps[-1][1]
-    per_column = "1 step" if all(s1 - s0 == 1 for s0, s1 in steps) else f"about {total / len(steps):.3g} steps (mean)"
-    per_row = "1 unit" if all(u1 - u0 == 1 for u0, u1 in heatmap.units) else "a group of units (mean)"
-    axis = Text(" " * (pad + 1) + f"t=0 .. {total - 1}: each column {per_column}, each row {per_row}",
+    step_size, unit_size = steps[0][1] - steps[0][0], units[0][1] - units[0][0]
+    cell_text = f"{step_size} step{'s' if step_size > 1 else ''} x {unit_size} unit{'s' if unit_size > 1 else ''}"
+    if step_size > 1 or unit_size > 1:
+        cell_text += " (mean)"
+    axis = Text(" " * (pad + 1) + f"t = 0..{total - 1}, left to right; a cell: {cell_text}",
                 no_wrap=True, overflow="ellipsis")
-    legend = Text(" " * (pad + 1) + f"{low:g} ", no_wrap=True)
+    legend = Text(" " * (pad + 1) + f"{low:.3g} ", no_wrap=True)
     for k, bar in enumerate(BARS):
         legend.append(bar, style=COLOURS[k])
-    legend.append(f" {high:g}   (blank: padding)")
+    legend.append(f" {high:.3g}   (blank: padding)")
     return Group(*lines, axis, legend)
 
 
