@@ -709,12 +709,13 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
     if options.heatmap is not None:
         recorder = capture.recorders[(options.heatmap.layer, options.heatmap.direction)]
         heatmap = build_heatmap(options.heatmap, options.sequence, recorder.sequence)
-    if options.export is not None:
-        export_tensors(options.export, spec, capture, x, reference)
-    if options.plot is not None:
-        from lstm_cli.plot import plot_gates
+    with collect_warnings(notes):
+        if options.export is not None:
+            export_tensors(options.export, spec, capture, x, reference)
+        if options.plot is not None:
+            from lstm_cli.plot import plot_gates
 
-        plot_gates(options.plot, spec, {k: r.sequence for k, r in capture.recorders.items()}, options.sequence)
+            plot_gates(options.plot, spec, {k: r.sequence for k, r in capture.recorders.items()}, options.sequence)
     return GatesResult(
         command="gates",
         config=spec.config(),

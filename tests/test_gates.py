@@ -11,11 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
 from rich.console import Console
 
 import lstm_cli.gates as gates_module
 from lstm_cli import model
 from lstm_cli.spec import LSTMSpec
+from tests.strategies import small_specs
 
 GATE_NAMES = ("i", "f", "g", "o")
 SCALE = 4.0  # weights x4: pre-activations large enough that gates saturate
@@ -201,6 +203,21 @@ def test_unbatched_and_no_bias_match_the_reference(run_cli, scaled):
         result = run_cli("gates", "--json", "--method", method, *spec_args(spec))
         assert result.code == 0, result.stderr
         assert_layers_match(result.json(), spec, tol=1e-9, count_tol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(small_specs())
+def test_both_methods_verify_on_random_configurations(spec):
+    """Every layout, width, length and dtype combination: the capture rebuilds nn.LSTM."""
+    from lstm_cli.gates_options import GatesOptions
+
+    for method in ("loop", "recompute"):
+        result = gates_module.run_gates(spec, GatesOptions(method=method))
+        assert [c.passed for c in result.checks] == [True] * 3, (method, result.checks)
+        for entry in result.layers:
+            for stats in entry.gates.values():
+                assert 0 <= stats.left_saturated <= 1 and 0 <= stats.right_saturated <= 1
+                assert stats.min - 1e-6 <= stats.mean <= stats.max + 1e-6
 
 
 def test_thresholds_are_configurable(run_cli, scaled):
