@@ -567,6 +567,7 @@ def fused_layer_output(lstm: torch.nn.LSTM, layer: int, x: torch.Tensor, spec: L
                                    (w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)):
                 if value is not None:
                     getattr(single, f"{name}_l0{suffix}").copy_(value)
+    single.flatten_parameters()  # cuDNN wants one weight buffer (a no-op elsewhere)
     return run_lstm(single, x, single_spec).output
 
 
