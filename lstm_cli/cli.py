@@ -228,6 +228,57 @@ def compare_cell_command(
     return emit(result, json_output, render_compare_cell)
 
 
+GATES_PANEL = "gates"
+
+
+def _gates_option(*decls: str, help: str, **kwargs: Any) -> Any:
+    return typer.Option(*decls, help=help, rich_help_panel=GATES_PANEL, **kwargs)
+
+
+@app.command(
+    "gates",
+    epilog="Examples: lstm-cli gates | lstm-cli gates --heatmap 0:f | "
+    "lstm-cli gates --bidirectional --lengths 10,7,3 --json | "
+    "lstm-cli gates --export gates.npz --plot gates.png",
+)
+@lstm_command
+def gates_command(
+    spec: LSTMSpec,
+    heatmap: Annotated[str | None, _gates_option("--heatmap", metavar="LAYER:GATE[:DIR]", help="Draw one gate (i, f, g, o, or c for the cell state) as units x time, e.g. 0:f or 1:g:backward.")] = None,
+    sequence: Annotated[int, _gates_option("--sequence", help="Which sequence of the batch --heatmap and --plot draw.")] = 0,
+    per_step: Annotated[bool, _gates_option("--per-step", help="Also print every gate's mean at every step.")] = False,
+    sat_low: Annotated[float, _gates_option("--sat-low", help="i, f, o count as left-saturated below this.")] = 0.1,
+    sat_high: Annotated[float, _gates_option("--sat-high", help="i, f, o count as right-saturated above this.")] = 0.9,
+    tanh_sat_low: Annotated[float, _gates_option("--tanh-sat-low", help="g counts as left-saturated below this.")] = -0.9,
+    tanh_sat_high: Annotated[float, _gates_option("--tanh-sat-high", help="g counts as right-saturated above this.")] = 0.9,
+    method: Annotated[str, _gates_option("--method", help="How gates are captured: auto, loop or recompute (auto picks by device and size).")] = "auto",
+    export: Annotated[str | None, _gates_option("--export", metavar="FILE.npz|FILE.pt", help="Write every captured tensor (names and shapes in the README).")] = None,
+    plot: Annotated[str | None, _gates_option("--plot", metavar="FILE.png", help="Write heatmaps per layer and gate (needs the plot extra: pip install 'lstm-cli\\[plot]').")] = None,
+    json_output: JsonFlag = False,
+) -> int:
+    """Every gate at every step: i, f, g, o and c captured, verified, summarised and drawn.
+
+    Captures the input, forget and output gates, the cell candidate g and
+    the cell state c of every layer, direction and step (with --lengths,
+    valid steps only) and checks that the h_t rebuilt from them equals
+    nn.LSTM's own output, h_n and c_n. Shows per gate the mean, std, min,
+    max and the fractions saturated left and right, with its mean at every
+    step as a sparkline. Exits 1 if the rebuilt h does not match.
+    """
+    from lstm_cli.gates_options import make_options
+
+    options = make_options(
+        spec, heatmap=heatmap, sequence=sequence, sat_low=sat_low, sat_high=sat_high,
+        tanh_sat_low=tanh_sat_low, tanh_sat_high=tanh_sat_high, method=method, export=export, plot=plot,
+    )
+    from lstm_cli.gates import run_gates
+    from lstm_cli.render.gates import capture_progress, render_gates
+
+    with capture_progress(spec) as progress:
+        result = run_gates(spec, options, progress=progress)
+    return emit(result, json_output, lambda r, console: render_gates(r, console, per_step=per_step))
+
+
 @app.command(
     "gradients",
     epilog="Examples: lstm-cli gradients | lstm-cli gradients --forget-bias 1 | "

@@ -163,6 +163,14 @@ COMMAND_FLAGS = {
             max_size=3,
         ),
     ).map(lambda parts: parts[0] + sum(parts[1], [])),
+    "gates": st.lists(
+        st.sampled_from([
+            ["--per-step"], ["--heatmap", "0:f"], ["--heatmap", "9:q"], ["--method", "loop"],
+            ["--method", "recompute"], ["--method", "fast"], ["--sat-low", "0.2"], ["--sat-high", "2"],
+            ["--sequence", "1"], ["--sequence", "-1"],
+        ]),
+        max_size=2,
+    ).map(lambda parts: sum(parts, [])),
     "gradients": st.lists(
         st.sampled_from([
             ["--cells", "rnn,lstm"], ["--cells", "gru"], ["--cells", "lstm,lstm"], ["--cells", "cnn"],

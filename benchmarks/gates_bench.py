@@ -1,0 +1,91 @@
+"""How much `lstm-cli gates` costs over nn.LSTM's fused forward, per capture method.
+
+For each size: the fused forward (what `run_lstm` does), and the gate capture of each method
+given that forward's result (statistics included, the reference forward not), all timed
+round-robin in one process with lstm_cli.timing; medians of the repeats are printed, with the
+ratios capture / fused and (fused + capture) / fused, the whole command's compute. The machine's
+other processes add noise: use several repeats and read medians.
+
+    .venv/bin/python benchmarks/gates_bench.py                 # seed, medium, large; CPU
+    .venv/bin/python benchmarks/gates_bench.py --sizes large --repeat 9 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+from lstm_cli.gates import LoopCapture, RecomputeCapture, capture_gates, choose_method
+from lstm_cli.model import build_lstm, make_input, place, run_lstm
+from lstm_cli.spec import LSTMSpec
+from lstm_cli.timing import interleaved_seconds
+
+SIZES = {  # (input, hidden, layers, seq-len, batch)
+    "seed": (100, 20, 4, 10, 3),
+    "medium": (128, 256, 2, 100, 32),
+    "large": (512, 1024, 2, 200, 64),
+    "long": (64, 128, 1, 1000, 8),
+    "mid512": (256, 512, 2, 100, 64),
+    "mid512b16": (256, 512, 2, 100, 16),
+    "memory": (32, 256, 2, 2000, 40),  # the memory case of the README, at a tenth of its length
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="seed,medium,large", help=f"comma-separated, from {', '.join(SIZES)}")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--methods", default="loop,loop_no_mkl,recompute")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads in this benchmark process (0: torch's default)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per size")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # this process only; lstm-cli never changes it
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    for name in args.sizes.split(","):
+        I, H, L, T, B = SIZES[name]  # noqa: E741 (the names of the issue and DESIGN.md)
+        spec = LSTMSpec(input_size=I, hidden_size=H, num_layers=L, seq_len=T, batch_size=B, device=args.device)
+        placement = place(spec)
+        lstm = build_lstm(spec, placement)
+        x = make_input(spec, placement)
+        reference = run_lstm(lstm, x, spec)
+        methods = {
+            "loop": LoopCapture(),
+            "loop_no_mkl": LoopCapture(use_mkl=False),
+            "recompute": RecomputeCapture(),
+        }
+        methods = {label: methods[label] for label in args.methods.split(",")}
+        runs = {"fused": lambda: run_lstm(lstm, x, spec)}
+        for label, method in methods.items():
+            runs[label] = lambda method=method: capture_gates(lstm, x, spec, reference, method)
+        repeat = args.repeat if T * B * H < 10_000_000 else max(3, args.repeat)
+        times = interleaved_seconds(runs, placement.device, repeat=repeat, warmup=1)
+        fused = statistics.median(times["fused"])
+        auto, _ = choose_method(spec, placement.device)
+        row = {"size": name, "I": I, "H": H, "L": L, "T": T, "B": B, "repeat": repeat, "auto": auto,
+               "fused_s": fused}
+        for label in methods:
+            capture = statistics.median(times[label])
+            # Median of per-round ratios: each round ran fused and this capture back to back.
+            paired = statistics.median(c / f for c, f in zip(times[label], times["fused"]))
+            row[f"{label}_s"] = capture
+            row[f"{label}_ratio"] = capture / fused
+            row[f"{label}_paired_ratio"] = paired
+        if args.json:
+            print(json.dumps(row))
+            continue
+        print(f"\n{name} (I={I}, H={H}, L={L}, T={T}, B={B}), median of {repeat}; auto picks {auto}")
+        print(f"  fused nn.LSTM      {fused * 1e3:10.2f} ms")
+        for label in methods:
+            c = row[f"{label}_s"]
+            print(f"  capture {label:11s}{c * 1e3:10.2f} ms   capture/fused {c / fused:5.2f}x "
+                  f"(paired {row[f'{label}_paired_ratio']:.2f}x)   with the reference pass {(fused + c) / fused:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

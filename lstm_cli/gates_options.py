@@ -1,0 +1,165 @@
+"""The flags of `lstm-cli gates` that the shared spec does not cover, validated before anything
+is built. No torch here: bad flags fail in a fraction of a second with one line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lstm_cli.errors import UsageError
+from lstm_cli.spec import GATES, LSTMSpec
+
+METHODS = ("auto", "loop", "recompute")
+EXPORT_SUFFIXES = (".npz", ".pt")
+PLOT_INSTALL = "pip install 'lstm-cli[plot]'"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Saturation thresholds: a sigmoid gate (i, f, o) is left-saturated below `low` and
+    right-saturated above `high`; the tanh candidate g uses `tanh_low` and `tanh_high`.
+    Defaults follow Karpathy, Johnson and Fei-Fei (2015)."""
+
+    low: float = 0.1
+    high: float = 0.9
+    tanh_low: float = -0.9
+    tanh_high: float = 0.9
+
+    def __post_init__(self) -> None:
+        for (low_flag, low), (high_flag, high), lo, hi in (
+            (("--sat-low", self.low), ("--sat-high", self.high), 0.0, 1.0),
+            (("--tanh-sat-low", self.tanh_low), ("--tanh-sat-high", self.tanh_high), -1.0, 1.0),
+        ):
+            for flag, value in ((low_flag, low), (high_flag, high)):
+                if not (lo <= value <= hi):  # also rejects NaN
+                    raise UsageError(f"{flag} must be in [{lo:g}, {hi:g}] (got {value})")
+            if not low < high:
+                raise UsageError(f"{low_flag} must be below {high_flag} (got {low} >= {high})")
+
+    def for_gate(self, gate: str) -> tuple[float, float]:
+        return (self.tanh_low, self.tanh_high) if gate == "g" else (self.low, self.high)
+
+
+@dataclass(frozen=True)
+class HeatmapSpec:
+    """One layer x direction x gate to draw as units x time. Gate `c` is the cell state."""
+
+    layer: int
+    gate: str
+    direction: str = "forward"
+
+    @property
+    def label(self) -> str:
+        return f"layer {self.layer} {self.direction} {self.gate}"
+
+
+HEATMAP_GATES = (*GATES, "c")
+
+
+def parse_heatmap(text: str | None, spec: LSTMSpec) -> HeatmapSpec | None:
+    """'0:f' or '1:g:backward' (direction may be written fwd/bwd) -> HeatmapSpec."""
+    if text is None:
+        return None
+    usage = (
+        f"--heatmap takes LAYER:GATE[:DIRECTION] like 0:f or 1:g:backward, with GATE one of "
+        f"{', '.join(HEATMAP_GATES)} (got {text!r})"
+    )
+    parts = text.strip().split(":")
+    if len(parts) not in (2, 3) or not parts[0].strip().isdigit():
+        raise UsageError(usage)
+    layer, gate = int(parts[0]), parts[1].strip().lower()
+    if gate not in HEATMAP_GATES:
+        raise UsageError(usage)
+    if layer >= spec.num_layers:
+        raise UsageError(f"--heatmap layer {layer} does not exist: --num-layers is {spec.num_layers}")
+    direction = "forward"
+    if len(parts) == 3:
+        direction = {"forward": "forward", "fwd": "forward", "backward": "backward", "bwd": "backward"}.get(
+            parts[2].strip().lower(), ""
+        )
+        if not direction:
+            raise UsageError(usage)
+        if direction == "backward" and not spec.bidirectional:
+            raise UsageError("--heatmap direction backward needs --bidirectional")
+    return HeatmapSpec(layer, gate, direction)
+
+
+def check_sequence(sequence: int, spec: LSTMSpec) -> int:
+    batch = 1 if spec.unbatched else spec.batch_size
+    if not 0 <= sequence < batch:
+        raise UsageError(f"--sequence must be between 0 and {batch - 1} (got {sequence})")
+    return sequence
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
+    return method
+
+
+def _writable_file(flag: str, text: str, suffixes: tuple[str, ...]) -> Path:
+    path = Path(text).expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} file must end in {' or '.join(suffixes)} (got {text!r})")
+    if path.is_dir():
+        raise UsageError(f"{flag} {text} is a directory, not a file")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {text}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag} {text}: not writable")
+    return path
+
+
+def check_export(text: str | None) -> Path | None:
+    return None if text is None else _writable_file("--export", text, EXPORT_SUFFIXES)
+
+
+def check_plot(text: str | None) -> Path | None:
+    """A writable .png path, and matplotlib importable (it is an optional extra)."""
+    if text is None:
+        return None
+    path = _writable_file("--plot", text, (".png",))
+    try:
+        import matplotlib  # noqa: F401  (import only to know it is there)
+    except ImportError:
+        raise UsageError(f"--plot needs matplotlib, an optional extra: {PLOT_INSTALL}") from None
+    return path
+
+
+@dataclass(frozen=True)
+class GatesOptions:
+    """Everything `gates` takes beyond the shared LSTM flags, validated."""
+
+    thresholds: Thresholds = Thresholds()
+    method: str = "auto"
+    heatmap: HeatmapSpec | None = None
+    sequence: int = 0
+    export: Path | None = None
+    plot: Path | None = None
+    use_mkl: bool | None = None  # loop method: pack W_hh with MKL (None: when it pays; see StepGemm)
+
+
+def make_options(
+    spec: LSTMSpec,
+    *,
+    heatmap: str | None = None,
+    sequence: int = 0,
+    sat_low: float = 0.1,
+    sat_high: float = 0.9,
+    tanh_sat_low: float = -0.9,
+    tanh_sat_high: float = 0.9,
+    method: str = "auto",
+    export: str | None = None,
+    plot: str | None = None,
+) -> GatesOptions:
+    """Validate the command line's own flags; each bad value is one UsageError line."""
+    return GatesOptions(
+        thresholds=Thresholds(sat_low, sat_high, tanh_sat_low, tanh_sat_high),
+        method=check_method(method),
+        heatmap=parse_heatmap(heatmap, spec),
+        sequence=check_sequence(sequence, spec),
+        export=check_export(export),
+        plot=check_plot(plot),
+    )

@@ -1,0 +1,589 @@
+"""gates: every statistic against an independent float64 reference (a plain loop over the LSTM
+equations, one sequence at a time), the verification that can fail, flags, JSON, heatmap,
+export and plot."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from rich.console import Console
+
+import lstm_cli.gates as gates_module
+from lstm_cli import model
+from lstm_cli.spec import LSTMSpec
+from tests.strategies import small_specs
+
+GATE_NAMES = ("i", "f", "g", "o")
+SCALE = 4.0  # weights x4: pre-activations large enough that gates saturate
+
+
+# -- the independent reference ---------------------------------------------------------------------
+
+
+UNSCALED_BUILD = model.build_lstm  # the real builder, whatever a test later patches in
+
+
+def scaled_builder(scale: float):
+    def build(spec, placement):
+        lstm = UNSCALED_BUILD(spec, placement)
+        with torch.no_grad():
+            for p in lstm.parameters():
+                p.mul_(scale)
+        return lstm
+
+    return build
+
+
+def reference_lstm(spec: LSTMSpec):
+    """The module and input the command builds (same seed), with weights scaled, on the CPU."""
+    placement = model.Placement(torch.device("cpu"), getattr(torch, spec.dtype))
+    return scaled_builder(SCALE)(spec, placement), model.make_input(spec, placement)
+
+
+def sequences(x: torch.Tensor, spec: LSTMSpec) -> list[torch.Tensor]:
+    """Each sequence alone, (its length, input size), in float64."""
+    x = x.detach().double()
+    if spec.unbatched:
+        return [x]
+    lengths = spec.lengths or [spec.seq_len] * spec.batch_size
+    return [(x[n] if spec.batch_first else x[:, n])[: lengths[n]] for n in range(spec.batch_size)]
+
+
+def reference_capture(lstm: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> dict:
+    """{(layer, direction): [per sequence: {"i": [one vector per step], ..., "c", "h"}]},
+    from sigmoid/tanh, c = f*c + i*g, h = o*tanh(c) (then W_hr h), stepped in plain Python."""
+    params = {name: p.detach().double() for name, p in lstm.named_parameters()}
+    H = spec.hidden_size
+    inputs = sequences(x, spec)
+    record: dict = {}
+    for layer in range(spec.num_layers):
+        directions = ("forward", "backward")[: 2 if spec.bidirectional else 1]
+        for direction in directions:
+            suffix = f"_l{layer}" + ("_reverse" if direction == "backward" else "")
+            w_ih, w_hh = params["weight_ih" + suffix], params["weight_hh" + suffix]
+            bias = params["bias_ih" + suffix] + params["bias_hh" + suffix] if spec.bias else 0.0
+            w_hr = params.get("weight_hr" + suffix)
+            per_sequence = []
+            for xs in inputs:
+                steps = len(xs)
+                h = torch.zeros(w_hh.shape[1], dtype=torch.float64)
+                c = torch.zeros(H, dtype=torch.float64)
+                out = {name: [None] * steps for name in ("i", "f", "g", "o", "c", "h")}
+                order = range(steps - 1, -1, -1) if direction == "backward" else range(steps)
+                for t in order:
+                    z = w_ih @ xs[t] + w_hh @ h + bias
+                    i = torch.sigmoid(z[:H])
+                    f = torch.sigmoid(z[H : 2 * H])
+                    g = torch.tanh(z[2 * H : 3 * H])
+                    o = torch.sigmoid(z[3 * H :])
+                    c = f * c + i * g
+                    h = o * torch.tanh(c)
+                    if w_hr is not None:
+                        h = w_hr @ h
+                    for name, value in zip(("i", "f", "g", "o", "c", "h"), (i, f, g, o, c, h)):
+                        out[name][t] = value
+                per_sequence.append(out)
+            record[(layer, direction)] = per_sequence
+        inputs = [
+            torch.stack([torch.cat([record[(layer, d)][n]["h"][t] for d in directions]) for t in range(len(xs))])
+            for n, xs in enumerate(inputs)
+        ]
+    return record
+
+
+def reference_stats(per_sequence: list[dict], seq_len: int, low=0.1, high=0.9, tanh_low=-0.9, tanh_high=0.9):
+    stats = {}
+    for gate in GATE_NAMES:
+        values = np.concatenate([np.stack([v.numpy() for v in s[gate]]).ravel() for s in per_sequence])
+        lo, hi = (tanh_low, tanh_high) if gate == "g" else (low, high)
+        per_step = []
+        for t in range(seq_len):
+            at_t = [s[gate][t].numpy() for s in per_sequence if len(s[gate]) > t]
+            per_step.append(float(np.mean(np.concatenate(at_t))) if at_t else None)
+        stats[gate] = {
+            "mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max(),
+            "left_saturated": np.mean(values < lo), "right_saturated": np.mean(values > hi),
+            "per_step": per_step,
+        }
+    cells = np.abs(np.concatenate([np.stack([v.numpy() for v in s["c"]]).ravel() for s in per_sequence]))
+    stats["cell"] = {"mean_abs": cells.mean(), "max_abs": cells.max()}
+    return stats
+
+
+def spec_args(spec: LSTMSpec) -> list[str]:
+    args = [
+        "--input-size", str(spec.input_size), "--hidden-size", str(spec.hidden_size),
+        "--num-layers", str(spec.num_layers), "--seq-len", str(spec.seq_len),
+        "--batch-size", str(spec.batch_size), "--proj-size", str(spec.proj_size),
+        "--dtype", spec.dtype, "--device", "cpu", "--seed", str(spec.seed),
+    ]
+    for flag, on in (("--bidirectional", spec.bidirectional), ("--batch-first", spec.batch_first),
+                     ("--unbatched", spec.unbatched), ("--no-bias", not spec.bias)):
+        if on:
+            args.append(flag)
+    if spec.lengths:
+        args += ["--lengths", ",".join(map(str, spec.lengths))]
+    return args
+
+
+@pytest.fixture
+def scaled(monkeypatch):
+    monkeypatch.setattr(model, "build_lstm", scaled_builder(SCALE))
+
+
+def assert_layers_match(doc: dict, spec: LSTMSpec, tol: float, count_tol: float) -> list[float]:
+    """Every statistic of every layer x direction against the reference; returns every
+    saturation fraction seen, so callers can check the comparison meant something."""
+    lstm, x = reference_lstm(spec)
+    record = reference_capture(lstm, x, spec)
+    assert [(e["layer"], e["direction"]) for e in doc["layers"]] == list(record)
+    fractions = []
+    for entry in doc["layers"]:
+        expected = reference_stats(record[(entry["layer"], entry["direction"])], spec.seq_len)
+        for gate in GATE_NAMES:
+            got, want = entry["gates"][gate], expected[gate]
+            for key in ("mean", "std", "min", "max"):
+                assert got[key] == pytest.approx(want[key], abs=tol), (entry["layer"], entry["direction"], gate, key)
+            for key in ("left_saturated", "right_saturated"):
+                assert got[key] == pytest.approx(want[key], abs=count_tol), (gate, key)
+                fractions.append(want[key])
+            steps = entry["per_step"][gate]
+            assert len(steps) == spec.seq_len
+            for value, reference in zip(steps, want["per_step"]):
+                assert (value is None) == (reference is None)
+                if reference is not None:
+                    assert value == pytest.approx(reference, abs=tol)
+        assert entry["cell"]["mean_abs"] == pytest.approx(expected["cell"]["mean_abs"], abs=tol)
+        assert entry["cell"]["max_abs"] == pytest.approx(expected["cell"]["max_abs"], abs=tol)
+    return fractions
+
+
+CASES = {
+    "unidirectional": dict(),
+    "bidirectional": dict(bidirectional=True),
+    "proj_size": dict(proj_size=3),
+    "packed": dict(lengths=(7, 3, 5)),
+    "packed_bidirectional_proj_batch_first": dict(bidirectional=True, proj_size=2, lengths=(4, 7, 1), batch_first=True),
+}
+
+
+@pytest.mark.parametrize("method", ["loop", "recompute"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_statistic_matches_the_float64_reference(run_cli, scaled, case, method):
+    spec = LSTMSpec(input_size=5, hidden_size=6, num_layers=2, seq_len=7, batch_size=3, dtype="float64",
+                    device="cpu", seed=3, **CASES[case])
+    result = run_cli("gates", "--json", "--method", method, *spec_args(spec))
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["method"] == method
+    assert all(check["passed"] for check in doc["checks"])
+    fractions = assert_layers_match(doc, spec, tol=1e-9, count_tol=1e-12)
+    # The scaled weights saturate some gates partly: the fraction comparison is not 0 == 0.
+    assert any(0 < f < 1 for f in fractions)
+    assert sum(f > 0 for f in fractions) >= 4
+
+
+def test_float32_matches_the_reference_within_float32_precision(run_cli, scaled):
+    spec = LSTMSpec(input_size=4, hidden_size=5, num_layers=2, seq_len=9, batch_size=2, bidirectional=True,
+                    lengths=(9, 4), device="cpu", seed=11)
+    for method in ("loop", "recompute"):
+        result = run_cli("gates", "--json", "--method", method, *spec_args(spec))
+        assert result.code == 0, result.stderr
+        # one value landing on the other side of a threshold moves a fraction by 1/count
+        assert_layers_match(result.json(), spec, tol=2e-5, count_tol=2 / (13 * 5))
+
+
+def test_unbatched_and_no_bias_match_the_reference(run_cli, scaled):
+    spec = LSTMSpec(input_size=3, hidden_size=4, num_layers=1, seq_len=6, batch_size=1, unbatched=True,
+                    bias=False, dtype="float64", device="cpu")
+    for method in ("loop", "recompute"):
+        result = run_cli("gates", "--json", "--method", method, *spec_args(spec))
+        assert result.code == 0, result.stderr
+        assert_layers_match(result.json(), spec, tol=1e-9, count_tol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(small_specs())
+def test_both_methods_verify_on_random_configurations(spec):
+    """Every layout, width, length and dtype combination: the capture rebuilds nn.LSTM."""
+    from lstm_cli.gates_options import GatesOptions
+
+    for method in ("loop", "recompute"):
+        result = gates_module.run_gates(spec, GatesOptions(method=method))
+        assert [c.passed for c in result.checks] == [True] * 3, (method, result.checks)
+        for entry in result.layers:
+            for stats in entry.gates.values():
+                assert 0 <= stats.left_saturated <= 1 and 0 <= stats.right_saturated <= 1
+                assert stats.min - 1e-6 <= stats.mean <= stats.max + 1e-6
+
+
+def test_thresholds_are_configurable(run_cli, scaled):
+    spec = LSTMSpec(input_size=5, hidden_size=6, num_layers=1, seq_len=7, batch_size=3, dtype="float64", device="cpu")
+    flags = ["--sat-low", "0.3", "--sat-high", "0.6", "--tanh-sat-low", "-0.5", "--tanh-sat-high", "0.2"]
+    result = run_cli("gates", "--json", *flags, *spec_args(spec))
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["thresholds"] == {"low": 0.3, "high": 0.6, "tanh_low": -0.5, "tanh_high": 0.2}
+    lstm, x = reference_lstm(spec)
+    expected = reference_stats(reference_capture(lstm, x, spec)[(0, "forward")], spec.seq_len, 0.3, 0.6, -0.5, 0.2)
+    for gate in GATE_NAMES:
+        for key in ("left_saturated", "right_saturated"):
+            assert doc["layers"][0]["gates"][gate][key] == pytest.approx(expected[gate][key], abs=1e-12)
+
+
+def test_json_contract(run_cli):
+    result = run_cli("gates", "--json", "--bidirectional", "--num-layers", "2")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["command"] == "gates"
+    assert doc["config"]["bidirectional"] is True
+    assert [(e["layer"], e["direction"]) for e in doc["layers"]] == [
+        (0, "forward"), (0, "backward"), (1, "forward"), (1, "backward")
+    ]
+    for entry in doc["layers"]:
+        assert set(entry["gates"]) == set(GATE_NAMES)
+        for stats in entry["gates"].values():
+            assert set(stats) == {"mean", "std", "min", "max", "left_saturated", "right_saturated"}
+        assert set(entry["cell"]) == {"mean_abs", "max_abs"}
+        assert {g: len(v) for g, v in entry["per_step"].items()} == {g: 10 for g in GATE_NAMES}
+    assert [set(c) for c in doc["checks"]] == [{"name", "passed", "max_abs_diff", "tolerance"}] * 3
+    assert all(c["passed"] for c in doc["checks"])
+    assert result.stderr == ""
+
+
+def test_per_step_mean_is_null_where_no_sequence_runs(run_cli):
+    result = run_cli("gates", "--json", "--num-layers", "1", "--lengths", "4,6,6")
+    doc = result.json()
+    assert doc["layers"][0]["per_step"]["f"][6:] == [None] * 4
+    assert all(v is not None for v in doc["layers"][0]["per_step"]["f"][:6])
+
+
+# -- the verification must be able to fail --------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["loop", "recompute"])
+def test_a_wrong_capture_fails_the_checks_and_exits_1(run_cli, monkeypatch, method):
+    real = gates_module.direction_weights
+
+    def perturbed(lstm, layer, direction):
+        w = real(lstm, layer, direction)
+        if layer == 0:  # a planted error: the capture sees a slightly different W_hh
+            w = model.DirectionWeights(w.w_ih, w.w_hh + 0.01, w.b_ih, w.b_hh, w.w_hr)
+        return w
+
+    monkeypatch.setattr(gates_module, "direction_weights", perturbed)
+    result = run_cli("gates", "--json", "--method", method)
+    assert result.code == 1
+    checks = result.json()["checks"]
+    assert not any(c["passed"] for c in checks)
+    assert all(c["max_abs_diff"] > c["tolerance"] for c in checks)
+    assert "3 check(s) failed" in result.stderr
+
+
+def test_nan_in_the_capture_fails_the_check(run_cli, monkeypatch):
+    real = gates_module.rebuild_h
+
+    def broken(c, o, w, out, raw=None):
+        h = real(c, o, w, out, raw)
+        h.view(-1)[0] = math.nan
+        return h
+
+    monkeypatch.setattr(gates_module, "rebuild_h", broken)
+    result = run_cli("gates", "--json", "--method", "recompute", "--num-layers", "1")
+    assert result.code == 1
+    assert result.json()["checks"][0]["max_abs_diff"] is None  # NaN is written as null
+
+
+# -- method choice and the MKL path --------------------------------------------------------------
+
+
+def test_auto_method_depends_on_device_and_size():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    small, large = LSTMSpec(), LSTMSpec(input_size=512, hidden_size=1024, num_layers=2, seq_len=200, batch_size=64)
+    assert gates_module.choose_method(small, cpu)[0] == "recompute"
+    assert gates_module.choose_method(large, cpu)[0] == "loop"
+    assert gates_module.choose_method(large, cuda)[0] == "recompute"
+    assert gates_module.choose_method(small, cpu, "loop") == ("loop", "chosen with --method")
+
+
+def _capture_stats(spec: LSTMSpec, use_mkl: bool):
+    placement = model.Placement(torch.device("cpu"), torch.float32)
+    lstm = model.build_lstm(spec, placement)
+    x = model.make_input(spec, placement)
+    reference = model.run_lstm(lstm, x, spec)
+    capture = gates_module.capture_gates(lstm, x, spec, reference, gates_module.LoopCapture(use_mkl), keep_all=True)
+    return capture
+
+
+@pytest.mark.skipif(not gates_module.mkl_packing_supported(torch.zeros(1)), reason="no MKL in this torch build")
+def test_mkl_packed_and_addmm_step_paths_give_the_same_numbers():
+    spec = LSTMSpec(input_size=16, hidden_size=32, num_layers=2, seq_len=12, batch_size=4, lengths=(12, 12, 5, 9))
+    w_hh = torch.randn(128, 32)
+    assert gates_module.StepGemm(w_hh, 4, use_mkl=True).packed is not None  # the MKL path runs
+    assert gates_module.StepGemm(w_hh, 4, use_mkl=False).packed is None
+    assert gates_module.StepGemm(w_hh, 4).packed is None  # auto: too small to pay
+    assert gates_module.StepGemm(torch.randn(4096, 1024), 64).packed is not None  # auto: large
+    packed, plain = _capture_stats(spec, True), _capture_stats(spec, False)
+    for key, recorder in packed.recorders.items():
+        for name, value in recorder.all.items():
+            other = plain.recorders[key].all[name]
+            assert torch.equal(value.isnan(), other.isnan())
+            assert torch.allclose(value.nan_to_num(), other.nan_to_num(), atol=1e-6, rtol=0)
+    assert torch.allclose(packed.h_n, plain.h_n, atol=1e-6) and torch.allclose(packed.c_n, plain.c_n, atol=1e-6)
+
+
+def test_mkl_failure_falls_back_to_addmm(monkeypatch):
+    def fail(*args):
+        raise RuntimeError("no packed GEMM here")
+
+    monkeypatch.setattr(torch.ops.mkl, "_mkl_reorder_linear_weight", fail, raising=False)
+    gemm = gates_module.StepGemm(torch.randn(8, 2), 3, use_mkl=True)
+    assert gemm.packed is None
+    gates, h = torch.zeros(3, 8), torch.randn(3, 2)
+    gemm(gates, h)
+    assert torch.allclose(gates, h @ gemm.w_hh.t())
+
+
+# -- flags -------------------------------------------------------------------------------------
+
+
+BAD_FLAGS = [
+    (["--heatmap", "0"], "--heatmap takes LAYER:GATE[:DIRECTION]"),
+    (["--heatmap", "0:x"], "--heatmap takes LAYER:GATE[:DIRECTION]"),
+    (["--heatmap", "a:f"], "--heatmap takes LAYER:GATE[:DIRECTION]"),
+    (["--heatmap", "0:f:sideways", "--bidirectional"], "--heatmap takes LAYER:GATE[:DIRECTION]"),
+    (["--heatmap", "4:f"], "--heatmap layer 4 does not exist: --num-layers is 4"),
+    (["--heatmap", "0:f:backward"], "--heatmap direction backward needs --bidirectional"),
+    (["--sat-low", "1.5"], "--sat-low must be in [0, 1] (got 1.5)"),
+    (["--sat-high", "nan"], "--sat-high must be in [0, 1]"),
+    (["--sat-low", "0.9", "--sat-high", "0.1"], "--sat-low must be below --sat-high"),
+    (["--tanh-sat-low", "-2"], "--tanh-sat-low must be in [-1, 1] (got -2.0)"),
+    (["--tanh-sat-low", "0.5", "--tanh-sat-high", "0.5"], "--tanh-sat-low must be below --tanh-sat-high"),
+    (["--sequence", "3"], "--sequence must be between 0 and 2 (got 3)"),
+    (["--method", "magic"], "--method must be one of auto, loop, recompute"),
+    (["--export", "gates.csv"], "--export file must end in .npz or .pt"),
+    (["--export", "/no/such/dir/gates.npz"], "directory '/no/such/dir' does not exist"),
+    (["--export", "/"], "--export file must end in .npz or .pt"),
+    (["--plot", "gates.jpg"], "--plot file must end in .png"),
+    (["--plot", "/no/such/dir/gates.png"], "directory '/no/such/dir' does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS)
+def test_bad_flags_give_one_line_and_exit_2(run_cli, args, message):
+    result = run_cli("gates", *args)
+    assert result.code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("lstm-cli: error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_export_to_a_directory_is_refused(run_cli, tmp_path):
+    target = tmp_path / "out.npz"
+    target.mkdir()
+    result = run_cli("gates", "--export", str(target))
+    assert result.code == 2 and "is a directory" in result.stderr
+
+
+def test_plot_without_matplotlib_names_the_install_command(run_cli, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    result = run_cli("gates", "--plot", str(tmp_path / "g.png"))
+    assert result.code == 2
+    assert result.stderr.strip() == (
+        "lstm-cli: error: --plot needs matplotlib, an optional extra: pip install 'lstm-cli[plot]'"
+    )
+    assert not (tmp_path / "g.png").exists()
+
+
+# -- heatmap, export, plot ------------------------------------------------------------------------
+
+
+def _render(result_args: list[str], width: int = 80, **kwargs) -> str:
+    from lstm_cli.gates import run_gates
+    from lstm_cli.gates_options import make_options
+    from lstm_cli.render.gates import render_gates
+
+    spec = LSTMSpec(device="cpu", **kwargs)
+    result = run_gates(spec, make_options(spec, **dict(zip(result_args[::2], result_args[1::2]))))
+    console = Console(file=io.StringIO(), width=width, force_terminal=True, color_system="truecolor")
+    render_gates(result, console, per_step=True)
+    return console.file.getvalue(), result
+
+
+def test_heatmap_fits_80_columns_and_bins_long_sequences():
+    text, result = _render(["heatmap", "1:o:bwd"], seq_len=100, hidden_size=70, num_layers=2,
+                           bidirectional=True, batch_size=1, input_size=8)
+    plain = Text_from_ansi(text)
+    assert max(len(line) for line in plain.splitlines()) <= 80
+    heatmap = result.heatmap
+    assert (heatmap.layer, heatmap.direction, heatmap.gate) == (1, "backward", "o")
+    # 100 steps in 50 bins of 2, 70 units in 35 rows of 2: at most 64 of each, covering all
+    assert heatmap.steps == [[t, t + 2] for t in range(0, 100, 2)]
+    assert heatmap.units == [[u, u + 2] for u in range(0, 70, 2)]
+    assert "a cell: 2 steps x 2 units (mean)" in plain
+    assert "Heatmap: layer 1 backward o (output gate), sequence 0" in plain
+    assert "\x1b[38;2;" in text  # coloured cells
+    assert "▁▂▃▄▅▆▇█" in plain  # the legend
+
+
+def Text_from_ansi(text: str) -> str:
+    from rich.text import Text
+
+    return "\n".join(Text.from_ansi(line).plain for line in text.splitlines())
+
+
+def test_every_table_fits_80_columns():
+    text, _ = _render(["heatmap", "0:g"], bidirectional=True, lengths=(10, 7, 3))
+    assert max(len(line) for line in Text_from_ansi(text).splitlines()) <= 80
+
+
+def test_heatmap_values_match_the_reference(monkeypatch):
+    monkeypatch.setattr(model, "build_lstm", scaled_builder(SCALE))
+    spec = LSTMSpec(input_size=4, hidden_size=5, num_layers=2, seq_len=8, batch_size=3, dtype="float64",
+                    bidirectional=True, lengths=(5, 8, 2), device="cpu")
+    from lstm_cli.gates_options import make_options
+
+    result = gates_module.run_gates(spec, make_options(spec, heatmap="1:f:backward", sequence=0))
+    lstm, x = reference_lstm(spec)
+    f = reference_capture(lstm, x, spec)[(1, "backward")][0]["f"]  # sequence 0: 5 steps
+    values = result.heatmap.values
+    assert len(values) == 5 and len(values[0]) == 8
+    for unit in range(5):
+        assert values[unit][:5] == pytest.approx([f[t][unit].item() for t in range(5)], abs=1e-12)
+        assert values[unit][5:] == [None, None, None]  # padding
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_export_holds_every_tensor_with_documented_names_and_shapes(run_cli, scaled, tmp_path, suffix):
+    spec = LSTMSpec(input_size=4, hidden_size=5, num_layers=2, seq_len=6, batch_size=3, bidirectional=True,
+                    proj_size=2, lengths=(6, 2, 4), batch_first=True, dtype="float64", device="cpu")
+    path = tmp_path / f"gates{suffix}"
+    result = run_cli("gates", "--json", "--export", str(path), *spec_args(spec))
+    assert result.code == 0, result.stderr
+    assert result.json()["export"] == str(path)
+    if suffix == ".npz":
+        with np.load(path) as data:
+            tensors = {name: torch.from_numpy(data[name]) for name in data.files}
+    else:
+        tensors = torch.load(path)
+    assert {n: list(t.shape) for n, t in tensors.items()} == gates_module.export_names(spec)
+    lstm, x = reference_lstm(spec)
+    record = reference_capture(lstm, x, spec)
+    for (layer, direction), per_sequence in record.items():
+        suffix_name = f"_l{layer}" + ("_reverse" if direction == "backward" else "")
+        for name in ("i", "f", "g", "o", "c", "h"):
+            got = tensors[name + suffix_name]  # batch_first: (N, L, width)
+            for n, length in enumerate(spec.lengths):
+                want = torch.stack(per_sequence[n][name])
+                assert torch.allclose(got[n, :length], want, atol=1e-10), (name, layer, direction, n)
+                assert torch.isnan(got[n, length:]).all()  # padded steps
+    assert torch.equal(tensors["input"], x)
+    assert tensors["lengths"].tolist() == [6, 2, 4]
+
+
+def test_export_default_layout_is_time_major(tmp_path):
+    spec = LSTMSpec(device="cpu", num_layers=1, hidden_size=4)
+    path = tmp_path / "g.pt"
+    gates_module.run_gates(spec, gates_module.GatesOptions(export=path))
+    tensors = torch.load(path)
+    assert tensors["f_l0"].shape == (10, 3, 4) and tensors["h_l0"].shape == (10, 3, 4)
+    assert torch.allclose(tensors["h_l0"], tensors["output"], atol=1e-6)
+
+
+def test_plot_writes_a_png(run_cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "gates.png"
+    result = run_cli("gates", "--plot", str(path), "--num-layers", "2", "--bidirectional", "--lengths", "10,4,6",
+                     "--sequence", "1")
+    assert result.code == 0, result.stderr
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 300 and image.shape[1] > 800  # 4 rows x 5 columns of heatmaps
+    assert f"plotted: {path}" in result.stdout
+
+
+def test_human_output_has_the_tables_and_no_json(run_cli):
+    result = run_cli("gates", "--num-layers", "1", "--per-step")
+    assert result.code == 0, result.stderr
+    assert "Gates: every layer, direction and step" in result.stdout
+    assert "Per-step means, layer 0 forward" in result.stdout
+    assert "rebuilt h_t == nn.LSTM output" in result.stdout
+    assert "\x1b[" not in result.stdout  # captured output is not a terminal: no colour codes
+    assert result.stderr == ""
+
+
+def test_memory_guard_counts_the_kept_tensors(monkeypatch):
+    from lstm_cli.gates_options import GatesOptions
+
+    spec = LSTMSpec(seq_len=1000, batch_size=50, hidden_size=100)
+    plain = gates_module.extra_elements(spec, GatesOptions())
+    exported = gates_module.extra_elements(spec, GatesOptions(export="x.npz"))
+    # Exporting keeps every gate, c and h of every layer: at least 4 layers x 1000 x 50 x 600.
+    assert exported - plain >= 4 * 1000 * 50 * 600
+    # Without it, what gates adds does not grow with layers x gates x steps.
+    assert plain < 4 * 1000 * 50 * 400
+
+
+def test_gates_help_does_not_import_torch():
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from lstm_cli.cli import main\n"
+        "code = main(['gates', '--help'])\n"
+        "print('CODE', code, 'TORCH', 'torch' in sys.modules, 'MPL', 'matplotlib' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "CODE 0 TORCH False MPL False" in result.stdout, result.stdout + result.stderr
+    assert "--heatmap" in result.stdout and "--export" in result.stdout
+
+
+def test_progress_hears_every_step_and_the_phases():
+    spec = LSTMSpec(device="cpu", num_layers=2, bidirectional=True, seq_len=600, hidden_size=4, batch_size=2)
+    heard = []
+    gates_module.run_gates(spec, progress=lambda steps, description=None: heard.append((steps, description)))
+    assert heard[:2] == [(0, "nn.LSTM forward"), (0, "capturing gates")]
+    assert sum(steps for steps, _ in heard) == 2 * 2 * 600
+    assert len(heard) > 2 * 2 * 2  # chunks of at most 256 steps: the bar moves
+
+
+@pytest.mark.gpu
+def test_gates_on_cuda_is_verified_and_uses_recompute(run_cli):
+    result = run_cli("gates", "--device", "cuda", "--json", "--bidirectional", "--lengths", "10,7,3")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["method"] == "recompute" and doc["device"].startswith("cuda")
+    assert all(c["passed"] for c in doc["checks"])
+    loop = run_cli("gates", "--device", "cuda", "--json", "--method", "loop")
+    assert loop.code == 0 and all(c["passed"] for c in loop.json()["checks"])
+
+
+def test_heatmap_bins_average_and_skip_padding():
+    from lstm_cli.gates_options import HeatmapSpec
+
+    T, H = 130, 3
+    values = torch.arange(T * 4 * H, dtype=torch.float64).view(T, 4, H) / (T * 4 * H)
+    values[120:] = math.nan  # padding at the end of the sequence
+    kept = {"gates": values, "c": values[:, 0]}
+    heatmap = gates_module.build_heatmap(HeatmapSpec(0, "o"), 0, kept)
+    assert heatmap.steps[0] == [0, 3] and heatmap.steps[-1] == [129, 130] and len(heatmap.steps) == 44
+    expected = values[:, 3].numpy()  # gate o, (T, H)
+    for row, (u0, u1) in enumerate(heatmap.units):
+        for col, (s0, s1) in enumerate(heatmap.steps):
+            block = expected[s0:s1, u0:u1]
+            if np.isnan(block).all():
+                assert heatmap.values[row][col] is None
+            else:
+                assert heatmap.values[row][col] == pytest.approx(np.nanmean(block), abs=1e-12)
+    assert heatmap.values[0][-1] is None and heatmap.value_range == [0.0, 1.0]
