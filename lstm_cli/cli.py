@@ -280,6 +280,56 @@ def gates_command(
 
 
 @app.command(
+    "bench",
+    epilog="Examples: lstm-cli bench --preset large | lstm-cli bench --sweep seq-len=10,100,1000 | "
+    "lstm-cli bench --preset medium --device cuda --json",
+)
+@lstm_command
+def bench_command(
+    spec: LSTMSpec,
+    ctx: typer.Context,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="Sizes (I, H, L, T, B): seed (100, 20, 4, 10, 3), medium (128, 256, 2, 100, 32), "
+                     "large (512, 1024, 2, 200, 64). Otherwise the shared flags."),
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option("--sweep", metavar="NAME=V1,V2,...", help="One row per value of seq-len, batch-size, "
+                     "hidden-size, input-size or num-layers, e.g. seq-len=10,100,1000."),
+    ] = None,
+    repeat: Annotated[int, typer.Option("--repeat", help="Timed runs of each path per row (median reported).")] = 5,
+    method: Annotated[str, typer.Option("--method", help="Gate capture method: auto, loop or recompute.")] = "auto",
+    json_output: JsonFlag = False,
+) -> int:
+    """Time nn.LSTM, the LSTMCell loop and the gate capture side by side on one device.
+
+    In one process, on the same input: the fused nn.LSTM forward, compare-cell's stacked
+    LSTMCell loop and gates' capture (given nn.LSTM's output), round-robin after a warm-up,
+    CUDA synchronised; median of --repeat runs, ratios to nn.LSTM and GFLOP/s.
+    FLOPs of a forward pass count the gate GEMMs, a multiply-add as 2: per direction, step and
+    sequence 8H(I + H_out) for layer 0 and 8H(D*H_out + H_out) for each later layer, plus 2PH
+    per layer with proj_size P; so 8*B*T*H*((I+H) + (L-1)*(D*H+H)) per direction without one.
+    """
+    from lstm_cli.spec import check_bench_flags, parse_sweep
+
+    swept = parse_sweep(sweep)
+    check_bench_flags(spec, preset, swept, explicit_flags(ctx))
+    if not 1 <= repeat <= 1000:
+        raise UsageError(f"--repeat must be between 1 and 1000 (got {repeat})")
+    if method not in ("auto", "loop", "recompute"):
+        raise UsageError(f"--method must be auto, loop or recompute (got {method!r})")
+
+    from lstm_cli.bench import bench_specs, run_bench
+    from lstm_cli.render.bench import render_bench, row_progress
+
+    specs = bench_specs(spec, preset, swept)
+    with row_progress(len(specs)) as progress:
+        result = run_bench(specs, repeat=repeat, method=method, progress=progress)
+    return emit(result, json_output, render_bench)
+
+
+@app.command(
     "gradients",
     epilog="Examples: lstm-cli gradients | lstm-cli gradients --forget-bias 1 | "
     "lstm-cli gradients --cells rnn,lstm --seq-len 100 --num-layers 1 --plot norms.png | "

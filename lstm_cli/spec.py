@@ -294,3 +294,48 @@ def check_gradients_flags(spec: LSTMSpec, cells: tuple[str, ...], forget_bias: f
             raise UsageError("--forget-bias sets the LSTM's forget gate: add lstm to --cells")
         if not spec.bias:
             raise UsageError("--forget-bias needs the LSTM's biases: drop --no-bias")
+
+
+BENCH_PRESETS = {  # (input_size, hidden_size, num_layers, seq_len, batch_size)
+    "seed": (100, 20, 4, 10, 3),
+    "medium": (128, 256, 2, 100, 32),
+    "large": (512, 1024, 2, 200, 64),
+}
+SIZE_FIELDS = ("input_size", "hidden_size", "num_layers", "seq_len", "batch_size")
+MAX_SWEEP_VALUES = 20
+
+
+def parse_sweep(text: str | None) -> tuple[str, list[int]] | None:
+    """'seq-len=10,100,1000' -> ('seq_len', [10, 100, 1000])."""
+    if text is None or text == "":
+        return None
+    names = ", ".join(f.replace("_", "-") for f in SIZE_FIELDS)
+    flag, sep, values = text.partition("=")
+    field = flag.strip().removeprefix("--").replace("-", "_")
+    if not sep or field not in SIZE_FIELDS:
+        raise UsageError(f"--sweep takes NAME=V1,V2,... with NAME one of {names} (got {text!r})")
+    try:
+        numbers = [int(v) for v in values.split(",")]
+    except ValueError:
+        raise UsageError(f"--sweep values must be whole numbers, like seq-len=10,100,1000 (got {text!r})") from None
+    if any(n < 1 for n in numbers):
+        raise UsageError(f"--sweep values must be at least 1 (got {min(numbers)})")
+    if len(numbers) > MAX_SWEEP_VALUES:
+        raise UsageError(f"--sweep takes at most {MAX_SWEEP_VALUES} values (got {len(numbers)})")
+    return field, numbers
+
+
+def check_bench_flags(spec: LSTMSpec, preset: str | None, sweep: tuple[str, list[int]] | None, explicit: set[str]) -> None:
+    """A preset or a sweep sets sizes: a size flag, file or input that also sets one is refused."""
+    if preset is not None and preset not in BENCH_PRESETS:
+        raise UsageError(f"--preset must be one of {', '.join(BENCH_PRESETS)} (got {preset!r})")
+    set_by_bench = set(SIZE_FIELDS) if preset is not None else set()
+    if sweep is not None:
+        set_by_bench.add(sweep[0])
+    for field in sorted(set_by_bench & explicit, key=SIZE_FIELDS.index):
+        raise UsageError(f"--{field.replace('_', '-')} is set by --preset/--sweep here: drop one of them")
+    architecture = set_by_bench & {"input_size", "hidden_size", "num_layers"}
+    if spec.weights is not None and architecture:
+        raise UsageError("--weights fixes the model's sizes: bench it without --preset, or sweep only seq-len or batch-size")
+    if spec.input is not None and set_by_bench:
+        raise UsageError("--input fixes seq-len and batch size: bench it without --preset or --sweep")

@@ -171,6 +171,10 @@ COMMAND_FLAGS = {
         ]),
         max_size=2,
     ).map(lambda parts: sum(parts, [])),
+    "bench": st.tuples(
+        st.sampled_from([["--repeat", "1"], ["--repeat", "0"]]),
+        st.sampled_from([[], ["--sweep", "seq-len=2,3"], ["--sweep", "x=1"], ["--preset", "nope"], ["--method", "loop"]]),
+    ).map(lambda parts: parts[0] + parts[1]),
     "gradients": st.lists(
         st.sampled_from([
             ["--cells", "rnn,lstm"], ["--cells", "gru"], ["--cells", "lstm,lstm"], ["--cells", "cnn"],

@@ -1,0 +1,70 @@
+"""Rich rendering of a BenchResult, and the progress line bench shows while it times."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from lstm_cli.bench import BenchResult
+
+
+def render_bench(result: BenchResult, console: Console) -> None:
+    console.print(Text(
+        f"{result.device}, {result.dtype}, torch {result.torch}, {result.threads} thread(s); "
+        f"median of {result.rows[0].repeat} interleaved runs after a warm-up", style="bold",
+    ))
+    table = Table(title="Time per forward pass, and ratio to nn.LSTM", title_justify="left")
+    table.add_column("I, H, L, T, B")
+    table.add_column("nn.LSTM", justify="right")
+    table.add_column("cell loop", justify="right")
+    table.add_column("x", justify="right")
+    table.add_column("capture", justify="right")
+    table.add_column("x", justify="right")
+    table.add_column("GFLOP/s", justify="right")
+    for row in result.rows:
+        table.add_row(
+            f"{row.input_size}, {row.hidden_size}, {row.num_layers}, {row.seq_len}, {row.batch_size}",
+            _ms(row.fused_s), _ms(row.cells_s), f"{row.cells_ratio:.2f}",
+            _ms(row.gates_s), f"{row.gates_ratio:.2f}", f"{row.fused_gflops:.3g}",
+        )
+    console.print(table)
+    methods = ", ".join(sorted({row.gates_method for row in result.rows}))
+    console.print(Text(
+        f"cell loop: compare-cell's LSTMCell loop. capture: gates' capture ({methods}) given "
+        "nn.LSTM's output; the gates command runs that forward once more for its checks. "
+        "GFLOP/s: nn.LSTM's, by the formula in --help."
+    ))
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
+
+
+@contextlib.contextmanager
+def row_progress(rows: int) -> Iterator[Callable[[str], None] | None]:
+    """A callback naming the row being timed, as a Rich progress bar on stderr when stderr is a
+    terminal; None otherwise (nothing is written to stdout either way)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lstm_cli.output import make_console
+
+    with Progress(
+        TextColumn("timing {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} rows"),
+        TimeElapsedColumn(), console=make_console(stderr=True), transient=True,
+    ) as progress:
+        task = progress.add_task("", total=rows)
+        started = [False]
+
+        def advance(description: str) -> None:
+            progress.update(task, advance=1 if started[0] else 0, description=description)
+            started[0] = True
+
+        yield advance
