@@ -77,14 +77,14 @@ def bench_specs(base: LSTMSpec, preset: str | None, sweep: tuple[str, list[int]]
 
 def run_bench(
     specs: list[LSTMSpec], repeat: int = 5, method: str = "auto",
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> BenchResult:
     notes: list[str] = []
     rows = []
     with collect_warnings(notes):
         for spec in specs:
             if progress is not None:
-                progress(f"seq-len {spec.seq_len}, batch {spec.batch_size}, hidden {spec.hidden_size}")
+                progress(0, f"timing seq-len {spec.seq_len}, batch {spec.batch_size}, hidden {spec.hidden_size}")
             extra = spec.parameter_count() + extra_elements(spec, GatesOptions())
             prepared = prepare(spec, extra_elements=extra)
             lstm, x, device = prepared.lstm, prepared.x, prepared.placement.device
@@ -107,6 +107,8 @@ def run_bench(
                 fused, looped, gates, looped / fused, gates / fused,
                 gflop, gflop / fused, gflop / looped, gflop / gates,
             ))
+            if progress is not None:
+                progress(1)
     first = specs[0]
     if first.dropout:
         notes.append("dropout acts in train mode only; every path ran in eval mode, so none applied")

@@ -321,10 +321,11 @@ def bench_command(
         raise UsageError(f"--method must be auto, loop or recompute (got {method!r})")
 
     from lstm_cli.bench import bench_specs, run_bench
-    from lstm_cli.render.bench import render_bench, row_progress
+    from lstm_cli.render.bench import render_bench
+    from lstm_cli.render.common import stderr_progress
 
     specs = bench_specs(spec, preset, swept)
-    with row_progress(len(specs)) as progress:
+    with stderr_progress(len(specs), "rows", "timing") as progress:
         result = run_bench(specs, repeat=repeat, method=method, progress=progress)
     return emit(result, json_output, render_bench)
 

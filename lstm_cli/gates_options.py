@@ -3,11 +3,11 @@ is built. No torch here: bad flags fail in a fraction of a second with one line.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from lstm_cli.errors import UsageError
+from lstm_cli.paths import writable_file
 from lstm_cli.spec import GATES, LSTMSpec
 
 METHODS = ("auto", "loop", "recompute")
@@ -98,29 +98,15 @@ def check_method(method: str) -> str:
     return method
 
 
-def _writable_file(flag: str, text: str, suffixes: tuple[str, ...]) -> Path:
-    path = Path(text).expanduser()
-    if path.suffix.lower() not in suffixes:
-        raise UsageError(f"{flag} file must end in {' or '.join(suffixes)} (got {text!r})")
-    if path.is_dir():
-        raise UsageError(f"{flag} {text} is a directory, not a file")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"{flag} {text}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"{flag} {text}: not writable")
-    return path
-
-
 def check_export(text: str | None) -> Path | None:
-    return None if text is None else _writable_file("--export", text, EXPORT_SUFFIXES)
+    return None if text is None else writable_file("--export", text, EXPORT_SUFFIXES)
 
 
 def check_plot(text: str | None) -> Path | None:
     """A writable .png path, and matplotlib importable (it is an optional extra)."""
     if text is None:
         return None
-    path = _writable_file("--plot", text, (".png",))
+    path = writable_file("--plot", text, (".png",))
     try:
         import matplotlib  # noqa: F401  (import only to know it is there)
     except ImportError:

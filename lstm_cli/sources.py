@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lstm_cli.errors import UsageError
+from lstm_cli.paths import writable_file
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".npz")
 SAVE_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
@@ -354,16 +355,7 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
 
 def check_save_path(path: str) -> None:
     """Refuse an unusable --save-weights path before any work is done."""
-    file = Path(path)
-    if file.suffix not in SAVE_SUFFIXES:
-        raise UsageError(f"--save-weights {path}: use one of {', '.join(SAVE_SUFFIXES)}")
-    if file.is_dir():
-        raise UsageError(f"--save-weights {path}: is a directory")
-    parent = file.parent if str(file.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"--save-weights {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"--save-weights {path}: folder {parent} is not writable")
+    writable_file("--save-weights", path, SAVE_SUFFIXES)
 
 
 def save_state(state: dict[str, torch.Tensor], path: str) -> None:

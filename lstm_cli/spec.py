@@ -20,6 +20,7 @@ GATE_MEANING = {"i": "input gate", "f": "forget gate", "g": "cell candidate", "o
 DIRECTIONS = ("forward", "backward")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
+MAX_LAYERS = 1000
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class LSTMSpec:
         ):
             if value < 1:
                 raise UsageError(f"{flag} must be at least 1 (got {value})")
+        if self.num_layers > MAX_LAYERS:  # every command loops over layers in Python
+            raise UsageError(f"--num-layers must be at most {MAX_LAYERS} (got {self.num_layers})")
         if self.proj_size < 0:
             raise UsageError(f"--proj-size must be 0 (off) or positive (got {self.proj_size})")
         if self.proj_size >= self.hidden_size:
@@ -178,12 +181,10 @@ class LSTMSpec:
     def parameter_count(self) -> int:
         """Closed form: D * sum over layers of 4H(in_k + H_out) + 8H*bias + P*H."""
         H, D = self.hidden_size, self.num_directions
-        per_direction = sum(
-            4 * H * (self.layer_input_size(k) + self.h_out) + (8 * H if self.bias else 0)
-            + self.proj_size * H
-            for k in range(self.num_layers)
-        )
-        return D * per_direction
+        fixed = 4 * H * self.h_out + (8 * H if self.bias else 0) + self.proj_size * H
+        first = 4 * H * self.input_size + fixed
+        later = 4 * H * D * self.h_out + fixed  # every layer after the first takes D*H_out inputs
+        return D * (first + (self.num_layers - 1) * later)
 
     def memory_estimate_bytes(self, extra_elements: int = 0) -> int:
         """Rough peak bytes of one forward pass: weights, input, every layer's output, one

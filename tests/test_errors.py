@@ -9,6 +9,7 @@ BAD_INPUT = [
     (["--hidden-size", "0"], "--hidden-size must be at least 1 (got 0)"),
     (["--input-size", "-1"], "--input-size must be at least 1"),
     (["--num-layers", "0"], "--num-layers must be at least 1"),
+    (["--num-layers", "10000000000000"], "--num-layers must be at most 1000 (got 10000000000000)"),
     (["--seq-len", "0"], "--seq-len must be at least 1"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--proj-size", "20"], "--proj-size must be smaller than --hidden-size (got 20 >= 20)"),

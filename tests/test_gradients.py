@@ -270,7 +270,7 @@ BAD_FLAGS = [
     (["--bidirectional"], "drop --bidirectional"),
     (["--lengths", "10,7,3"], "drop --lengths"),
     (["--forget-bias", "one"], "'one' is not a valid float"),
-    (["--plot", "norms.jpg"], "give a file name ending in .png"),
+    (["--plot", "norms.jpg"], "--plot file must end in .png"),
     (["--plot", "/no/such/dir/norms.png"], "directory '/no/such/dir' does not exist"),
 ]
 

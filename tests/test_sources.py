@@ -248,7 +248,7 @@ def test_bad_inputs(tmp_path, run_cli):
         (["--input", str(tmp_path / "wide.npy"), "--lengths", "4,2,1"], "--lengths has 3 values but --batch-size is 2"),
         (["--key", "rnn"], "--key picks an LSTM inside --weights; give --weights too"),
         ([*weights, "--key", "encoder"], "--key 'encoder': no LSTM under that prefix"),
-        (["--save-weights", str(tmp_path / "out.txt")], "use one of .pt, .pth, .safetensors, .npz"),
+        (["--save-weights", str(tmp_path / "out.txt")], "--save-weights file must end in .pt or .pth or .safetensors or .npz"),
         (["--save-weights", str(tmp_path / "no" / "out.pt")], "does not exist"),
     ):
         result = run_cli("inspect", *args)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Callable, Iterator
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -43,28 +39,3 @@ def render_bench(result: BenchResult, console: Console) -> None:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3g} ms"
-
-
-@contextlib.contextmanager
-def row_progress(rows: int) -> Iterator[Callable[[str], None] | None]:
-    """A callback naming the row being timed, as a Rich progress bar on stderr when stderr is a
-    terminal; None otherwise (nothing is written to stdout either way)."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from lstm_cli.output import make_console
-
-    with Progress(
-        TextColumn("timing {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} rows"),
-        TimeElapsedColumn(), console=make_console(stderr=True), transient=True,
-    ) as progress:
-        task = progress.add_task("", total=rows)
-        started = [False]
-
-        def advance(description: str) -> None:
-            progress.update(task, advance=1 if started[0] else 0, description=description)
-            started[0] = True
-
-        yield advance

@@ -1,6 +1,11 @@
-"""Pieces every rendering shares: checks table, notes, configuration line."""
+"""Pieces every rendering shares: checks table, configuration line, shapes, sparklines and
+the progress bar on stderr."""
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 
 from rich.table import Table
 from rich.text import Text
@@ -74,3 +79,26 @@ def sparkline(values: list[float], low: float | None = None, high: float | None 
         " " if v != v else SPARK_LEVELS[0 if span <= 0 else min(top, max(0, round((v - low) / span * top)))]
         for v in values
     )
+
+
+@contextlib.contextmanager
+def stderr_progress(total: int, unit: str, description: str) -> Iterator[Callable[..., None] | None]:
+    """`advance(n, description=None)` moving a Rich progress bar on stderr, when stderr is a
+    terminal; None otherwise. Never writes to stdout, so --json output stays one document."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from lstm_cli.output import make_console
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn(f"{{task.completed}}/{{task.total}} {unit}"),
+        TimeRemainingColumn(), console=make_console(stderr=True), transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(steps: int, description: str | None = None) -> None:
+            progress.update(task, advance=steps, **({"description": description} if description else {}))
+
+        yield advance

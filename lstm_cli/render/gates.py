@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from collections.abc import Callable, Iterator
 
 from rich import box
@@ -14,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.gates import GatesResult, Heatmap, LayerGates
-from lstm_cli.render.common import checks_table, config_line
+from lstm_cli.render.common import checks_table, config_line, stderr_progress
 from lstm_cli.spec import GATE_MEANING, GATES, LSTMSpec
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -179,20 +178,8 @@ def capture_progress(spec: LSTMSpec) -> Iterator[Callable[..., None] | None]:
     """A callback advancing a Rich progress bar on stderr (only when stderr is a terminal and
     the run has many steps); None otherwise. Never writes to stdout."""
     total = spec.num_layers * spec.num_directions * spec.seq_len
-    if total < PROGRESS_MIN_STEPS or not sys.stderr.isatty():
+    if total < PROGRESS_MIN_STEPS:
         yield None
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from lstm_cli.output import make_console
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-        TimeRemainingColumn(), console=make_console(stderr=True), transient=True,
-    ) as progress:
-        task = progress.add_task("nn.LSTM forward", total=total)
-
-        def advance(steps: int, description: str | None = None) -> None:
-            progress.update(task, advance=steps, **({"description": description} if description else {}))
-
+    with stderr_progress(total, "steps", "nn.LSTM forward") as advance:
         yield advance

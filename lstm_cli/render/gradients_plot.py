@@ -7,11 +7,11 @@ nothing; the figure is drawn without pyplot, so no global backend state changes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lstm_cli.errors import UsageError
+from lstm_cli.paths import writable_file
 
 if TYPE_CHECKING:
     from lstm_cli.gradients import GradientsResult
@@ -29,17 +29,7 @@ def require_matplotlib() -> None:
 
 def check_png_path(path: str) -> Path:
     """A .png file in an existing, writable directory (an existing file must be writable)."""
-    target = Path(path)
-    if target.suffix.lower() != ".png":
-        raise UsageError(f"--plot writes PNG images: give a file name ending in .png (got {path!r})")
-    parent = target.parent
-    if target.is_dir():
-        raise UsageError(f"--plot {path}: is a directory")
-    if not parent.is_dir():
-        raise UsageError(f"--plot {path}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise UsageError(f"--plot {path}: not writable")
-    return target
+    return writable_file("--plot", path, (".png",))
 
 
 def plot_gradients(result: GradientsResult, path: Path) -> None:
