@@ -76,6 +76,10 @@ def run_gradients(
                 module = build_model(cell, spec, placement)
                 if cell == "lstm" and forget_bias is not None:
                     set_forget_bias(module, forget_bias)
+                if cell == "lstm" and spec.save_weights is not None:  # the weights that ran
+                    from lstm_cli.sources import save_state
+
+                    save_state(module.state_dict(), spec.save_weights)
                 norms = step_grad_norms(module, x, spec)
                 models.append(summarise(cell, module, norms, forget_bias if cell == "lstm" else None))
 

@@ -288,6 +288,8 @@ def check_gradients_flags(spec: LSTMSpec, cells: tuple[str, ...], forget_bias: f
             "gradients counts steps back from one final step shared by the whole batch, but "
             "--lengths gives each sequence its own: drop --lengths (or use --batch-size 1 --seq-len N)"
         )
+    if spec.save_weights is not None and "lstm" not in cells:
+        raise UsageError("--save-weights writes the LSTM's weights: add lstm to --cells")
     if forget_bias is not None:
         if not math.isfinite(forget_bias):
             raise UsageError(f"--forget-bias must be a finite number (got {forget_bias})")
@@ -328,6 +330,8 @@ def parse_sweep(text: str | None) -> tuple[str, list[int]] | None:
 
 def check_bench_flags(spec: LSTMSpec, preset: str | None, sweep: tuple[str, list[int]] | None, explicit: set[str]) -> None:
     """A preset or a sweep sets sizes: a size flag, file or input that also sets one is refused."""
+    if spec.save_weights is not None:
+        raise UsageError("bench times several models and saves none: drop --save-weights (inspect can save them)")
     if preset is not None and preset not in BENCH_PRESETS:
         raise UsageError(f"--preset must be one of {', '.join(BENCH_PRESETS)} (got {preset!r})")
     set_by_bench = set(SIZE_FIELDS) if preset is not None else set()

@@ -55,6 +55,7 @@ def test_json_contract(run_cli):
         (["--sweep", "seq-len=" + ",".join(["1"] * 21)], "at most 20 values"),
         (["--repeat", "0"], "--repeat must be between 1 and 1000"),
         (["--method", "fast"], "--method must be auto, loop or recompute"),
+        (["--save-weights", "w.pt"], "bench times several models and saves none"),
         (["--sweep", "batch-size=2,4", "--lengths", "10,7,3"], "--lengths has 3 values but --batch-size is 2"),
     ],
 )

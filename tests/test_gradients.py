@@ -387,3 +387,17 @@ def test_weights_run_the_loaded_lstm_alone_unless_cells_are_asked(run_cli, tmp_p
     assert doc["models"][0]["grad_norms"] == pytest.approx(expected, rel=1e-5)
     doc = run_cli("gradients", "--weights", str(path), "--cells", "rnn,lstm", "--json").json()
     assert [m["cell"] for m in doc["models"]] == ["rnn", "lstm"]
+
+
+def test_save_weights_keeps_the_lstm_that_ran_forget_bias_included(run_cli, tmp_path):
+    path = tmp_path / "ran.pt"
+    first = run_cli("gradients", "--seq-len", "6", "--forget-bias", "1", "--save-weights", str(path), "--json")
+    assert first.code == 0, first.stderr
+    state = torch.load(path, weights_only=True)
+    H = 20
+    assert torch.all(state["bias_ih_l0"][H : 2 * H] == 1) and torch.all(state["bias_hh_l0"][H : 2 * H] == 0)
+    again = run_cli("gradients", "--seq-len", "6", "--weights", str(path), "--json")
+    lstm_first = next(m for m in first.json()["models"] if m["cell"] == "lstm")
+    assert again.json()["models"][0]["grad_norms"] == lstm_first["grad_norms"]
+    refused = run_cli("gradients", "--cells", "rnn", "--save-weights", str(path))
+    assert refused.code == 2 and "add lstm to --cells" in refused.stderr
