@@ -14,6 +14,7 @@ nn.LSTMCell has no direction, projection, packing or dropout; this module suppli
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -86,8 +87,11 @@ def free_form_cells(spec: LSTMSpec, hidden_sizes: tuple[int, ...], device, dtype
 
 
 @torch.inference_mode()
-def run_cells(stack: CellStack, x: torch.Tensor, spec: LSTMSpec) -> StackRun:
-    """Run the stack over x (the spec's layout), layer by layer, each direction a time loop."""
+def run_cells(
+    stack: CellStack, x: torch.Tensor, spec: LSTMSpec, progress: Callable[..., None] | None = None
+) -> StackRun:
+    """Run the stack over x (the spec's layout), layer by layer, each direction a time loop;
+    `progress(seq_len)` hears of each finished direction (nothing is added inside the loop)."""
     layer_input = time_major(x, spec)
     valid = None
     if spec.lengths is not None:  # (L, N, 1): True where step t is inside sequence n
@@ -100,6 +104,8 @@ def run_cells(stack: CellStack, x: torch.Tensor, spec: LSTMSpec) -> StackRun:
             out, h, c = _run_direction(cell, w_hr, layer_input, valid, reverse=direction == 1)
             outputs.append(out)
             finals.append((h, c))
+            if progress is not None:
+                progress(layer_input.shape[0])
         layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     if spec.unbatched:
         finals = [(h.squeeze(0), c.squeeze(0)) for h, c in finals]

@@ -5,6 +5,7 @@ level), so `lstm-cli --help` stays fast; each command imports its core lazily.
 """
 
 import inspect as pyinspect
+from contextlib import nullcontext
 import os
 import sys
 from collections.abc import Callable
@@ -224,7 +225,14 @@ def compare_cell_command(
     from lstm_cli.compare_cell import run_compare
     from lstm_cli.render.compare_cell import render_compare_cell
 
-    result = run_compare(spec, sizes, atol=atol, per_step=steps, allow_tf32=allow_tf32, repeat=repeat)
+    from lstm_cli.render.common import stderr_progress
+
+    # Every LSTMCell step of every run (the check, a warm-up and --repeat timed runs), counted
+    # per finished direction; a bar only when there is a long loop to wait for.
+    cells_per_run = (len(sizes) if sizes else spec.num_layers * spec.num_directions) * spec.seq_len
+    total = cells_per_run * (1 + (1 + repeat if repeat else 0))
+    with stderr_progress(total, "steps", "LSTMCell loop") if cells_per_run >= 2000 else nullcontext() as progress:
+        result = run_compare(spec, sizes, atol=atol, per_step=steps, allow_tf32=allow_tf32, repeat=repeat, progress=progress)
     return emit(result, json_output, render_compare_cell)
 
 

@@ -3,6 +3,7 @@ number by number, and timed. Returns a plain result; never prints."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,7 @@ def run_compare(
     per_step: bool = False,
     allow_tf32: bool = False,
     repeat: int = 5,
+    progress: Callable[..., None] | None = None,
 ) -> CompareResult:
     notes: list[str] = []
     # The loop keeps every layer's outputs and a second copy of the weights.
@@ -103,11 +105,11 @@ def run_compare(
                 fused = lambda: _layer_by_layer_run(layers, x, spec)  # noqa: E731
                 reference = "one single-layer nn.LSTM per cell, same weights"
             expected = fused()
-            looped = cells.run_cells(stack, x, spec)
+            looped = cells.run_cells(stack, x, spec, progress)
             timing = None
             if repeat:
                 fused_s = median_seconds(fused, placement.device, repeat)
-                cells_s = median_seconds(lambda: cells.run_cells(stack, x, spec), placement.device, repeat)
+                cells_s = median_seconds(lambda: cells.run_cells(stack, x, spec, progress), placement.device, repeat)
                 timing = Timing(fused_s, cells_s, cells_s / fused_s, repeat)
 
     if spec.dropout and hidden_sizes is None:
