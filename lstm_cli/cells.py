@@ -13,14 +13,13 @@ nn.LSTMCell has no direction, projection, packing or dropout; this module suppli
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lstm_cli.model import WEIGHT_SEED_OFFSET, direction_weights, from_time_major, time_major
+from lstm_cli.model import direction_weights, from_time_major, init_uniform, time_major, weight_generator
 from lstm_cli.spec import LSTMSpec
 
 
@@ -73,14 +72,11 @@ def cells_from_lstm(lstm: nn.LSTM) -> CellStack:
 def free_form_cells(spec: LSTMSpec, hidden_sizes: tuple[int, ...], device, dtype) -> CellStack:
     """The seed's hand-made stack (e.g. 100 -> 30 -> 20): cells of different widths, each with
     PyTorch's init U(-1/sqrt(H_k), 1/sqrt(H_k)) drawn from the weight generator."""
-    generator = torch.Generator().manual_seed(spec.seed + WEIGHT_SEED_OFFSET)
+    generator = weight_generator(spec)  # one stream across the cells, each with its own bound
     cells, width = [], spec.input_size
     for hidden in hidden_sizes:
         cell = nn.LSTMCell(width, hidden, bias=spec.bias, dtype=torch.float32)
-        bound = 1.0 / math.sqrt(hidden)
-        with torch.no_grad():
-            for param in cell.parameters():
-                param.uniform_(-bound, bound, generator=generator)
+        init_uniform(cell, hidden, generator)
         cells.append([cell.to(device=device, dtype=dtype).eval()])
         width = hidden
     return CellStack(cells, [[None] for _ in cells])

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from lstm_cli.checks import Check
-from lstm_cli.model import Placement, build_lstm, init_uniform, make_input, place, time_major
+from lstm_cli.model import (
+    Placement, build_lstm, init_uniform, make_input, place, recurrent_kwargs, time_major, weight_generator,
+)
 from lstm_cli.runtime import collect_warnings, tf32_mode
 from lstm_cli.spec import LSTMSpec
 
@@ -122,16 +124,8 @@ def build_model(cell: str, spec: LSTMSpec, placement: Placement) -> nn.Module:
     if cell == "lstm":
         return build_lstm(replace(spec, dropout=0.0), placement).train()
     kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
-    module = (nn.RNN if cell == "rnn" else nn.GRU)(
-        input_size=spec.input_size,
-        hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers,
-        bias=spec.bias,
-        batch_first=spec.batch_first,
-        dtype=torch.float32,
-        **kwargs,
-    )
-    init_uniform(module, spec)
+    module = (nn.RNN if cell == "rnn" else nn.GRU)(**recurrent_kwargs(spec), dtype=torch.float32, **kwargs)
+    init_uniform(module, spec.hidden_size, weight_generator(spec))
     return module.to(device=placement.device, dtype=placement.dtype).train()
 
 

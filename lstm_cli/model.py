@@ -52,11 +52,7 @@ def build_lstm(spec: LSTMSpec, placement: Placement) -> nn.LSTM:
     parameters of --weights, or with PyTorch's own init distribution U(-1/sqrt(H), 1/sqrt(H))
     drawn from the weight generator."""
     kwargs = dict(
-        input_size=spec.input_size,
-        hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers,
-        bias=spec.bias,
-        batch_first=spec.batch_first,
+        recurrent_kwargs(spec),
         dropout=spec.dropout,
         bidirectional=spec.bidirectional,
         proj_size=spec.proj_size,
@@ -68,16 +64,31 @@ def build_lstm(spec: LSTMSpec, placement: Placement) -> nn.LSTM:
         lstm.load_state_dict(find_lstm(spec.weights, spec.key).state)
         return lstm.to(device=placement.device).eval()
     lstm = nn.LSTM(**kwargs, dtype=torch.float32)
-    init_uniform(lstm, spec)
+    init_uniform(lstm, spec.hidden_size, weight_generator(spec))
     return lstm.to(device=placement.device, dtype=placement.dtype).eval()
 
 
-def init_uniform(module: nn.Module, spec: LSTMSpec) -> None:
+def recurrent_kwargs(spec: LSTMSpec) -> dict:
+    """What nn.LSTM, nn.GRU and nn.RNN share of their constructor arguments, from the flags."""
+    return dict(
+        input_size=spec.input_size,
+        hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers,
+        bias=spec.bias,
+        batch_first=spec.batch_first,
+    )
+
+
+def weight_generator(spec: LSTMSpec) -> torch.Generator:
+    """The weight stream: seed + 2**32, separate from the input stream (seed)."""
+    return torch.Generator().manual_seed(spec.seed + WEIGHT_SEED_OFFSET)
+
+
+def init_uniform(module: nn.Module, hidden_size: int, generator: torch.Generator) -> None:
     """Every parameter of `module`, in order, from U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's own
-    RNN init) drawn from a fresh weight generator: the same seed gives the same weights for
-    nn.LSTM, nn.GRU and nn.RNN alike, independent of the input stream."""
-    generator = torch.Generator().manual_seed(spec.seed + WEIGHT_SEED_OFFSET)
-    bound = 1.0 / math.sqrt(spec.hidden_size)
+    RNN init) drawn from `generator`: the same seed gives the same weights for nn.LSTM, nn.GRU,
+    nn.RNN and LSTMCell stacks alike, independent of the input stream."""
+    bound = 1.0 / math.sqrt(hidden_size)
     with torch.no_grad():
         for param in module.parameters():
             param.uniform_(-bound, bound, generator=generator)
