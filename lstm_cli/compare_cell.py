@@ -3,6 +3,7 @@ number by number, and timed. Returns a plain result; never prints."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from lstm_cli.checks import Check, default_tolerance, max_abs_diff
 from lstm_cli.model import make_input, place, prepare, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings, tf32_mode
 from lstm_cli.spec import LSTMSpec
-from lstm_cli.timing import median_seconds
+from lstm_cli.timing import interleaved_seconds
 
 
 @dataclass
@@ -108,8 +109,11 @@ def run_compare(
             looped = cells.run_cells(stack, x, spec, progress)
             timing = None
             if repeat:
-                fused_s = median_seconds(fused, placement.device, repeat)
-                cells_s = median_seconds(lambda: cells.run_cells(stack, x, spec, progress), placement.device, repeat)
+                times = interleaved_seconds(
+                    {"fused": fused, "cells": lambda: cells.run_cells(stack, x, spec, progress)},
+                    placement.device, repeat=repeat,
+                )
+                fused_s, cells_s = statistics.median(times["fused"]), statistics.median(times["cells"])
                 timing = Timing(fused_s, cells_s, cells_s / fused_s, repeat)
 
     if spec.dropout and hidden_sizes is None:
