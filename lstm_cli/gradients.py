@@ -32,6 +32,16 @@ GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 @dataclass
+class ForgetBiasStats:
+    """b_if + b_hf of the LSTM that ran: rows H:2H of bias_ih plus rows H:2H of bias_hh, over
+    every unit of every layer and direction (PyTorch adds both biases)."""
+
+    mean: float
+    min: float
+    max: float
+
+
+@dataclass
 class ModelGradients:
     cell: str  # rnn | gru | lstm
     module: str
@@ -41,10 +51,15 @@ class ModelGradients:
     last_step_norm: float
     first_to_last_ratio: float | None  # null when the last step's norm is 0
     # k >= 1: the first step met walking back from the last one, t = L-1-k, whose norm is below
-    # VANISH_FRACTION x the last step's; null ("never") if no step is.
+    # VANISH_FRACTION x the last step's (a norm of exactly 0 is below it); null if no step is
+    # ("never"), and null when the last step's norm is 0: no ratio to count from.
     vanishes_at_step: int | None
     vanishes_at_t: int | None
     forget_bias: float | None  # lstm: the value set with --forget-bias, else null
+    # steps whose norm is exactly 0: the gradient underflowed (fell below the dtype's smallest
+    # number); they count as vanished
+    underflow_steps: int
+    forget_bias_stats: ForgetBiasStats | None  # lstm with biases: b_if + b_hf as it ran; else null
 
 
 @dataclass
@@ -85,6 +100,15 @@ def run_gradients(
                 norms = step_grad_norms(module, x, spec)
                 models.append(summarise(cell, module, norms, forget_bias if cell == "lstm" else None))
 
+    references = [MODULE_NAMES[cell] for cell in cells if cell != "lstm"]
+    if spec.weights is not None and references:
+        notes.append(
+            f"{' and '.join(references)} {'have' if len(references) > 1 else 'has'} random weights "
+            f"(PyTorch's init, seed {spec.seed}); only the LSTM is loaded from {spec.weights}"
+        )
+    underflow = underflow_note(models, placement.dtype_name, smallest_positive(placement.dtype))
+    if underflow:
+        notes.append(underflow)
     if spec.dropout:
         notes.append(f"gradients are measured without dropout (as in eval mode): --dropout {spec.dropout} is not applied")
     if spec.proj_size and set(cells) - {"lstm"}:
@@ -142,6 +166,45 @@ def set_forget_bias(lstm: nn.LSTM, value: float) -> None:
                 param[H : 2 * H] = 0.0
 
 
+def forget_bias_stats(lstm: nn.LSTM) -> ForgetBiasStats | None:
+    """Mean, min and max of b_if + b_hf over every unit, layer and direction; None without
+    biases. In float64 from the parameters as they ran."""
+    H = lstm.hidden_size
+    params = dict(lstm.named_parameters())
+    sums = [
+        params[name][H : 2 * H].double() + params[name.replace("bias_ih", "bias_hh")][H : 2 * H].double()
+        for name in params
+        if name.startswith("bias_ih")
+    ]
+    if not sums:
+        return None
+    values = torch.cat(sums).detach()
+    return ForgetBiasStats(mean=values.mean().item(), min=values.min().item(), max=values.max().item())
+
+
+def smallest_positive(dtype: torch.dtype) -> float:
+    """The smallest number above 0 the dtype holds (its smallest subnormal)."""
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps
+
+
+def underflow_note(models: list[ModelGradients], dtype: str, smallest: float) -> str | None:
+    """What norms of exactly 0 mean, or None when there are none."""
+    hit = [m for m in models if m.underflow_steps]
+    if not hit:
+        return None
+    counts = ", ".join(f"{m.module} at {m.underflow_steps} of {len(m.grad_norms)} steps" for m in hit)
+    note = (
+        f"gradient norms exactly 0 ({dtype} underflow: below about {smallest:.2g} a number becomes 0): "
+        f"{counts}. They count as vanished"
+    )
+    if any(m.last_step_norm == 0 for m in hit):
+        note += "; a last step of 0 leaves no ratio to count back from"
+    if dtype != "float64":
+        note += ". --dtype float64 shows the true, tiny norms"
+    return note + "."
+
+
 def step_grad_norms(module: nn.Module, x: torch.Tensor, spec: LSTMSpec) -> list[float]:
     """||d loss / d x_t|| for t = 0 .. L-1, loss = h_n[-1].sum(), in float64 from the gradient."""
     x = x.detach().clone().requires_grad_(True)
@@ -155,7 +218,8 @@ def step_grad_norms(module: nn.Module, x: torch.Tensor, spec: LSTMSpec) -> list[
 
 def vanishing_step(norms: list[float], fraction: float = VANISH_FRACTION) -> int | None:
     """Walking back from the last step: the first k >= 1 with norms[L-1-k] < fraction *
-    norms[L-1], or None if there is none (or the last step's norm is 0 or not finite)."""
+    norms[L-1], or None if there is none (or the last step's norm is 0 or not finite). A norm of
+    exactly 0 (underflow) is below any positive threshold, so it counts as vanished."""
     last = norms[-1]
     if not (math.isfinite(last) and last > 0):
         return None
@@ -166,6 +230,8 @@ def vanishing_step(norms: list[float], fraction: float = VANISH_FRACTION) -> int
 
 
 def summarise(cell: str, module: nn.Module, norms: list[float], forget_bias: float | None) -> ModelGradients:
+    """One model's numbers. vanishing_step already counts a norm of 0 as vanished while the last
+    step's norm is > 0; when the last step's norm is 0 there is no ratio, so no step either."""
     first, last = norms[0], norms[-1]
     k = vanishing_step(norms)
     return ModelGradients(
@@ -179,6 +245,8 @@ def summarise(cell: str, module: nn.Module, norms: list[float], forget_bias: flo
         vanishes_at_step=k,
         vanishes_at_t=None if k is None else len(norms) - 1 - k,
         forget_bias=forget_bias,
+        underflow_steps=sum(v == 0 for v in norms),
+        forget_bias_stats=forget_bias_stats(module) if cell == "lstm" else None,
     )
 
 

@@ -1,5 +1,6 @@
 """gradients: per-step norms against an independent float64 computation, --forget-bias,
-reproducibility, the vanishing definition, bad flags and --plot."""
+reproducibility, the vanishing definition, bad flags and --plot; the forget-gate bias as it
+ran (loaded, random or set), underflow to 0 and a plot that keeps every step."""
 
 import math
 import os
@@ -401,3 +402,238 @@ def test_save_weights_keeps_the_lstm_that_ran_forget_bias_included(run_cli, tmp_
     assert again.json()["models"][0]["grad_norms"] == lstm_first["grad_norms"]
     refused = run_cli("gradients", "--cells", "rnn", "--save-weights", str(path))
     assert refused.code == 2 and "add lstm to --cells" in refused.stderr
+
+
+# -- the forget-gate bias as it ran: loaded, random or set -----------------------------------
+
+
+def forget_sums(state: dict, hidden_size: int) -> torch.Tensor:
+    """b_if + b_hf of every layer, straight from a state_dict, in float64."""
+    H = hidden_size
+    layers = sorted(name.removeprefix("bias_ih") for name in state if name.startswith("bias_ih"))
+    return torch.cat([state[f"bias_ih{s}"][H : 2 * H].double() + state[f"bias_hh{s}"][H : 2 * H].double() for s in layers])
+
+
+def flat(text: str) -> str:
+    """Rich output with its line breaks and table borders turned into single spaces."""
+    return re.sub(r"[\s│]+", " ", text)
+
+
+def test_loaded_weights_report_their_own_forget_bias(run_cli, tmp_path):
+    torch.manual_seed(11)
+    lstm = torch.nn.LSTM(3, 4, num_layers=2)
+    with torch.no_grad():  # a trained-looking forget bias: b_if = 1.1, b_hf as initialised
+        lstm.bias_ih_l0[4:8] = 1.1
+        lstm.bias_ih_l1[4:8] = 1.1
+    path = tmp_path / "trained.pt"
+    torch.save(lstm.state_dict(), path)
+    sums = forget_sums(torch.load(path, weights_only=True), 4)
+    assert abs(sums.mean().item() - 1.1) < 0.5 and sums.min() < sums.max()  # not the random init's ~0
+
+    args = ("gradients", "--weights", str(path), "--seq-len", "6", "--batch-size", "2")
+    doc = run_cli(*args, "--json").json()
+    stats = doc["models"][0]["forget_bias_stats"]
+    assert stats == pytest.approx({"mean": sums.mean().item(), "min": sums.min().item(), "max": sums.max().item()},
+                                  rel=1e-12)
+    text = flat(run_cli(*args).stdout)
+    assert (f"LSTM forget-gate bias b_if + b_hf, loaded from {path}: mean {sums.mean().item():.3g}, "
+            f"min {sums.min().item():.3g}, max {sums.max().item():.3g}") in text
+    assert "random init" not in text
+
+
+def test_forget_bias_stats_for_random_set_and_saved_weights(run_cli, tmp_path):
+    saved = tmp_path / "ran.pt"
+    random_run = run_cli("gradients", *SMALL_FLAGS, "--seed", "4", "--save-weights", str(saved), "--json")
+    lstm_entry = random_run.json()["models"][2]
+    # the random init, drawn independently here, is what ran and what was saved
+    spec = LSTMSpec(**SMALL, seed=4)
+    expected = forget_sums(dict(seeded_module("lstm", spec).named_parameters()), 4)
+    assert torch.equal(expected, forget_sums(torch.load(saved, weights_only=True), 4))
+    assert lstm_entry["forget_bias_stats"] == pytest.approx(
+        {"mean": expected.mean().item(), "min": expected.min().item(), "max": expected.max().item()}, rel=1e-12)
+    assert [m["forget_bias_stats"] for m in random_run.json()["models"][:2]] == [None, None]  # rnn, gru
+    text = flat(run_cli("gradients", *SMALL_FLAGS, "--seed", "4").stdout)
+    assert f"PyTorch's random init (seed 4): mean {expected.mean().item():.3g}, min {expected.min().item():.3g}" in text
+
+    # loading what was saved reports the same numbers
+    loaded = run_cli("gradients", *SMALL_FLAGS, "--weights", str(saved), "--json").json()
+    assert loaded["models"][0]["forget_bias_stats"] == lstm_entry["forget_bias_stats"]
+
+    set_run = run_cli("gradients", *SMALL_FLAGS, "--forget-bias", "1.5", "--json").json()
+    assert set_run["models"][2]["forget_bias_stats"] == {"mean": 1.5, "min": 1.5, "max": 1.5}
+    no_bias = run_cli("gradients", *SMALL_FLAGS, "--no-bias", "--json").json()
+    assert no_bias["models"][2]["forget_bias_stats"] is None
+    assert "LSTM forget-gate bias: none (--no-bias)" in run_cli("gradients", *SMALL_FLAGS, "--no-bias").stdout
+
+
+def test_random_references_beside_a_loaded_lstm_are_named_in_a_note(run_cli, tmp_path):
+    torch.manual_seed(5)
+    path = tmp_path / "w.pt"
+    torch.save(torch.nn.LSTM(3, 4).state_dict(), path)
+    sizes = ("--seq-len", "6", "--batch-size", "2", "--seed", "2")
+    both = run_cli("gradients", "--weights", str(path), "--cells", "rnn,gru,lstm", *sizes, "--json")
+    assert both.code == 0
+    assert both.stderr.splitlines() == [
+        f"note: nn.RNN (tanh) and nn.GRU have random weights (PyTorch's init, seed 2); only the LSTM is loaded from {path}"
+    ]
+    # and they really are the seed-2 random init at the loaded LSTM's sizes
+    spec = LSTMSpec(input_size=3, hidden_size=4, num_layers=1, seq_len=6, batch_size=2, seed=2, dtype="float64")
+    for model in both.json()["models"][:2]:
+        assert model["grad_norms"] == pytest.approx(reference_norms(model["cell"], spec), rel=1e-4)
+    one = run_cli("gradients", "--weights", str(path), "--cells", "gru,lstm", *sizes)
+    assert one.stderr.splitlines() == [
+        f"note: nn.GRU has random weights (PyTorch's init, seed 2); only the LSTM is loaded from {path}"
+    ]
+    assert run_cli("gradients", "--weights", str(path), *sizes).stderr == ""  # the LSTM alone
+    assert run_cli("gradients", "--cells", "rnn,gru,lstm", *sizes).stderr == ""  # nothing loaded
+
+
+# -- underflow: a norm of exactly 0 -----------------------------------------------------------
+
+DEEP = {"input_size": 4, "hidden_size": 4, "num_layers": 100, "seq_len": 10, "batch_size": 1}
+DEEP_FLAGS = ["--input-size", "4", "--hidden-size", "4", "--num-layers", "100", "--seq-len", "10", "--batch-size", "1"]
+LONG = {"input_size": 4, "hidden_size": 4, "num_layers": 1, "seq_len": 400, "batch_size": 1}
+LONG_FLAGS = ["--input-size", "4", "--hidden-size", "4", "--num-layers", "1", "--seq-len", "400", "--batch-size", "1"]
+
+
+def float32_step_grads(cell: str, spec: LSTMSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """d loss / d x, (L, N, H_in), from the torch module itself (float32 unless told): the
+    documented init and input, time-major, no lstm-cli code."""
+    module = seeded_module(cell, spec).to(dtype)
+    shape = (spec.seq_len, spec.batch_size, spec.input_size)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(spec.seed)).to(dtype).requires_grad_(True)
+    _, state = module(x)
+    h_n = state[0] if cell == "lstm" else state
+    (grad,) = torch.autograd.grad(h_n[-1].sum(), x)
+    return grad
+
+
+def table_cell(stdout: str, module: str, column: int) -> str:
+    """One cell of the table row that starts with `module`, its wrapped lines joined."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"│ {module} "))
+    parts = [lines[start].split("│")[column + 1].strip()]
+    for line in lines[start + 1 :]:
+        cells = line.split("│")
+        if len(cells) < 3 or cells[1].strip():  # the next row or the table's end
+            break
+        parts.append(cells[column + 1].strip())
+    return " ".join(p for p in parts if p)
+
+
+def test_100_layers_in_float32_underflow_to_exactly_0(run_cli):
+    result = run_cli("gradients", *DEEP_FLAGS, "--json")
+    assert result.code == 0
+    doc = result.json()
+    spec = LSTMSpec(**DEEP)
+    by_cell = {m["cell"]: m for m in doc["models"]}
+    for cell, model in by_cell.items():
+        grad = float32_step_grads(cell, spec)
+        zero = [bool((grad[t] == 0).all()) for t in range(10)]
+        assert [v == 0 for v in model["grad_norms"]] == zero, cell
+        assert model["grad_norms"] == pytest.approx([grad[t].double().norm().item() for t in range(10)], rel=1e-6)
+        assert model["underflow_steps"] == sum(zero)
+        # in float64 none of them is 0: the zeros are underflow, not a gradient that is truly 0
+        grad64 = float32_step_grads(cell, spec, torch.float64)
+        assert all(0 < grad64[t].norm().item() < 1e-30 for t in range(10))
+    # independently: float32 rounds every LSTM and GRU step to 0, and the RNN's last step too
+    lstm, rnn = by_cell["lstm"], by_cell["rnn"]
+    assert lstm["grad_norms"] == [0.0] * 10 and by_cell["gru"]["grad_norms"] == [0.0] * 10
+    assert lstm["underflow_steps"] == 10 and lstm["last_step_norm"] == 0
+    assert lstm["vanishes_at_step"] is None and lstm["first_to_last_ratio"] is None  # no ratio to a 0
+    assert rnn["last_step_norm"] == 0 and 0 < rnn["underflow_steps"] < 10 and rnn["vanishes_at_step"] is None
+    note = result.stderr.splitlines()[0]
+    assert note.startswith("note: gradient norms exactly 0 (float32 underflow: below about 1.4e-45 a number becomes 0)")
+    assert f"nn.RNN (tanh) at {rnn['underflow_steps']} of 10 steps, nn.GRU at 10 of 10 steps" in note
+    assert "--dtype float64" in note
+
+    table = run_cli("gradients", *DEEP_FLAGS).stdout
+    assert table_cell(table, "nn.LSTM", 4) == "vanished: 0 (underflow)"
+    assert table_cell(table, "nn.GRU", 4) == "vanished: 0 (underflow)"
+    assert table_cell(table, "nn.RNN (tanh)", 4) == "undefined: last step is 0 (underflow)"
+    assert "never" not in table
+
+
+def test_float64_does_not_underflow_at_100_layers(run_cli):
+    result = run_cli("gradients", *DEEP_FLAGS, "--cells", "lstm", "--dtype", "float64", "--json")
+    (model,) = result.json()["models"]
+    grad = float32_step_grads("lstm", LSTMSpec(**DEEP), torch.float64)  # torch itself, in float64
+    expected = [grad[t].norm().item() for t in range(10)]
+    assert model["grad_norms"] == pytest.approx(expected, rel=1e-9)
+    assert model["underflow_steps"] == 0 and all(v > 0 for v in model["grad_norms"])
+    assert result.stderr == ""
+
+
+def test_steps_that_underflow_count_as_vanished_when_the_last_is_positive(run_cli):
+    doc = run_cli("gradients", *LONG_FLAGS, "--cells", "rnn", "--json").json()
+    (model,) = doc["models"]
+    grad = float32_step_grads("rnn", LSTMSpec(**LONG))
+    norms = [grad[t].double().norm().item() for t in range(400)]
+    zeros = [t for t in range(400) if norms[t] == 0]
+    assert norms[-1] > 0 and len(zeros) > 100  # underflow long before the last step
+    assert model["grad_norms"] == pytest.approx(norms, rel=1e-6) and model["underflow_steps"] == len(zeros)
+    k = next(k for k in range(1, 400) if norms[-1 - k] < 1e-3 * norms[-1])  # by hand
+    assert (model["vanishes_at_step"], model["vanishes_at_t"]) == (k, 399 - k)
+
+
+def test_a_vanishing_step_of_exactly_0_is_named_in_the_table(run_cli, monkeypatch):
+    # the last step 3e-44 (float32 holds it) and before it 0: 0 < 1e-3 x 3e-44, one step back
+    monkeypatch.setattr(gradients, "step_grad_norms", lambda module, x, spec: [0.0, 0.0, 3e-44])
+    args = ("gradients", "--seq-len", "3", "--cells", "rnn")
+    (model,) = run_cli(*args, "--json").json()["models"]
+    assert (model["vanishes_at_step"], model["vanishes_at_t"], model["underflow_steps"]) == (1, 1, 2)
+    assert model["first_to_last_ratio"] == 0
+    table = run_cli(*args).stdout
+    assert table_cell(table, "nn.RNN (tanh)", 4) == "1 step back (t=1), 0 (underflow)"
+
+
+def test_vanishing_step_with_zeros():
+    assert vanishing_step([0.0, 0.0, 1e-44]) == 1  # 0 is below any positive threshold
+    assert vanishing_step([0.0, 1.0, 1.0]) == 2
+    assert vanishing_step([1.0, 0.0, 0.0]) is None  # the last step is 0: no ratio
+    assert vanishing_step([0.0, 0.0]) is None
+
+
+# -- --plot keeps every step, zeros included ------------------------------------------------
+
+
+def test_plot_spans_every_step_and_marks_the_zeros():
+    pytest.importorskip("matplotlib")
+    from lstm_cli.render.gradients_plot import gradients_figure
+
+    spec = LSTMSpec(**LONG, device="cpu")
+    result = run_gradients(spec, ("rnn", "lstm"))
+    axes = gradients_figure(result).axes[0]
+    low, high = axes.get_xlim()
+    assert -20 < low <= 0 and 399 <= high < 420  # every step 0 .. 399, not from the first nonzero one
+    assert axes.get_yscale() == "log"
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    bottom = axes.get_ylim()[0]
+    for cell, module in (("rnn", "nn.RNN (tanh)"), ("lstm", "nn.LSTM")):
+        grad = float32_step_grads(cell, spec)
+        zeros = [t for t in range(400) if (grad[t] == 0).all()]
+        positive = [grad[t].double().norm().item() for t in range(400) if t not in zeros]
+        assert zeros and zeros[0] == 0
+        line = lines[module]
+        assert list(line.get_xdata()) == list(range(400))
+        assert [t for t, v in enumerate(line.get_ydata()) if math.isnan(v)] == zeros  # a gap, not a value
+        marks = lines[f"{module}: 0 at {len(zeros)} step(s)"]
+        assert list(marks.get_xdata()) == zeros
+        assert all(0 < y < 0.15 for y in marks.get_ydata())  # axes fraction: the bottom band
+        assert bottom < min(positive)  # the band sits below every positive norm
+    assert any(text.get_text().startswith("0 (underflow)") for text in axes.texts)
+
+
+def test_plot_of_norms_that_are_all_0_still_spans_every_step(run_cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    from lstm_cli.render.gradients_plot import gradients_figure
+
+    result = run_gradients(LSTMSpec(**DEEP, device="cpu"), ("lstm",))
+    assert result.models[0].grad_norms == [0.0] * 10  # as test_100_layers_... confirms independently
+    axes = gradients_figure(result).axes[0]
+    low, high = axes.get_xlim()
+    assert low <= 0 and high >= 9
+    assert list(next(l for l in axes.get_lines() if l.get_label().endswith("0 at 10 step(s)")).get_xdata()) == list(range(10))
+    target = tmp_path / "zeros.png"
+    written = run_cli("gradients", *DEEP_FLAGS, "--cells", "lstm", "--plot", str(target))
+    assert written.code == 0 and target.read_bytes().startswith(PNG_SIGNATURE)

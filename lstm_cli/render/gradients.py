@@ -35,10 +35,43 @@ def buckets(values: list[float], width: int) -> tuple[list[float], int]:
 
 
 def vanishing_text(model: ModelGradients) -> str:
+    """Where the norm falls below the fraction of the last step's; a norm of exactly 0 has
+    vanished by underflow, and a last step of 0 leaves nothing to compare with."""
+    if model.last_step_norm == 0:  # short enough for 80 columns; the note says more
+        if model.underflow_steps == len(model.grad_norms):
+            return "vanished: 0 (underflow)"
+        return "undefined: last step is 0 (underflow)"
     if model.vanishes_at_step is None:
         return "never"
     k = model.vanishes_at_step
-    return f"{k} step{'s' if k > 1 else ''} back (t={model.vanishes_at_t})"
+    text = f"{k} step{'s' if k > 1 else ''} back (t={model.vanishes_at_t})"
+    if model.grad_norms[model.vanishes_at_t] == 0:
+        text += ", 0 (underflow)"
+    return text
+
+
+def forget_bias_text(result: GradientsResult) -> str | None:
+    """The LSTM's forget-gate bias as it ran: set, loaded or random, with b_if + b_hf's numbers."""
+    lstm = next((m for m in result.models if m.cell == "lstm"), None)
+    if lstm is None:
+        return None
+    stats = lstm.forget_bias_stats
+    if stats is None:
+        return "LSTM forget-gate bias: none (--no-bias)"
+    bias, weights = result.config.get("forget_bias"), result.config.get("weights")
+    if bias is not None:
+        loaded = f"; the other weights loaded from {weights}" if weights is not None else ""
+        return (
+            f"LSTM forget-gate bias: b_if + b_hf = {bias:g} in every layer (b_if = {bias:g}, b_hf = 0)"
+            f"{loaded}"
+        )
+    source = f"loaded from {weights}" if weights is not None else f"PyTorch's random init (seed {result.config['seed']})"
+    sigmoid = 1 / (1 + math.exp(-stats.mean))
+    # the numbers on a line of their own, so none is split from its label at 80 columns
+    return (
+        f"LSTM forget-gate bias b_if + b_hf, {source}:\n"
+        f"  mean {stats.mean:.3g}, min {stats.min:.3g}, max {stats.max:.3g}; sigmoid(mean) = {sigmoid:.2g}"
+    )
 
 
 def render_sparklines(result: GradientsResult, titles: list[str], console: Console) -> None:
@@ -63,14 +96,9 @@ def render_gradients(result: GradientsResult, console: Console) -> None:
     console.print(Text(config_line(result.config, result.device, result.dtype), style="bold"))
     console.print(Text(f"loss = {result.loss}"))
     console.print(Text(f"shown: {result.norm}"))
-    bias = result.config.get("forget_bias")
-    if "lstm" in result.config["cells"]:
-        console.print(
-            Text("LSTM forget-gate bias: " + (
-                f"{bias:g} (b_if = {bias:g}, b_hf = 0 in every layer)" if bias is not None
-                else "PyTorch's random init, so forget gates start near sigmoid(0) = 0.5"
-            ))
-        )
+    bias_line = forget_bias_text(result)
+    if bias_line is not None:
+        console.print(Text(bias_line))
 
     steps = len(result.models[0].grad_norms) if result.models else 0
     table = Table(title="Gradient norm ‖d loss / d x_t‖ per model", title_justify="left")
@@ -78,7 +106,7 @@ def render_gradients(result: GradientsResult, console: Console) -> None:
     table.add_column("t=0", justify="right", no_wrap=True)
     table.add_column(f"t={steps - 1} (last)", justify="right", no_wrap=True)
     table.add_column("first/last", justify="right", no_wrap=True)
-    table.add_column(f"< {result.vanish_fraction:g} x last at", no_wrap=True)
+    table.add_column(f"< {result.vanish_fraction:g} x last at")  # words: may wrap
     titles = [model.module for model in result.models]  # the forget bias is on the line above
     for model, title in zip(result.models, titles):
         table.add_row(

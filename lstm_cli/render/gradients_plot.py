@@ -7,6 +7,7 @@ nothing; the figure is drawn without pyplot, so no global backend state changes.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,20 +35,59 @@ def check_png_path(path: str) -> Path:
 
 def plot_gradients(result: GradientsResult, path: Path) -> None:
     """Write the figure; an OSError while writing is a usage error with one line."""
+    figure = gradients_figure(result)
+    try:
+        figure.savefig(path, format="png", dpi=120)
+    except OSError as exc:
+        raise UsageError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
+
+
+def gradients_figure(result: GradientsResult):
+    """The matplotlib Figure: each model's norms over t = 0 .. L-1 on a log scale. A norm of 0
+    (underflow) has no place on a log axis: the line breaks there, and those steps are marked in
+    a band below the lowest positive norm, labelled "0 (underflow)". The x-axis spans every step."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    steps = max((len(model.grad_norms) for model in result.models), default=1)
+    underflowed = sum(0 in model.grad_norms for model in result.models)
+    band = 0.04 * (underflowed + 1)  # axes fraction: one row of ticks per model with a 0
+    row = 0
     for model in result.models:
-        steps = range(len(model.grad_norms))
-        # zeros cannot sit on a log axis: leave them out rather than invent a value
-        points = [(t, v) for t, v in zip(steps, model.grad_norms) if v > 0]
+        # NaN breaks the line: a step of 0 is not joined to its neighbours
+        values = [v if v > 0 else math.nan for v in model.grad_norms]
         label = model.module + (f", forget bias {model.forget_bias:g}" if model.forget_bias is not None else "")
-        axes.plot([t for t, _ in points], [v for _, v in points], marker="o" if len(steps) <= 50 else None,
-                  markersize=3, label=label)
+        (line,) = axes.plot(range(len(values)), values, marker="o" if steps <= 50 else None, markersize=3,
+                            label=label)
+        zeros = [t for t, v in enumerate(model.grad_norms) if v == 0]
+        if zeros:  # x in data units, y in axes units (0 = bottom)
+            axes.plot(zeros, [0.04 * (row + 0.75)] * len(zeros), transform=axes.get_xaxis_transform(),
+                      linestyle="none", marker="|", markersize=6, color=line.get_color(),
+                      label=f"{model.module}: 0 at {len(zeros)} step(s)")
+            row += 1
+    pad = max(0.5, 0.02 * (steps - 1))
+    axes.set_xlim(-pad, steps - 1 + pad)
     axes.set_yscale("log")
+    positive = [v for model in result.models for v in model.grad_norms if v > 0 and math.isfinite(v)]
+    if underflowed:
+        if positive:  # room for the band below the lowest norm, on the log scale
+            low, high = math.log10(min(positive)), math.log10(max(positive))
+            span = max(high - low, 1.0) / (1 - band - 0.08)
+            axes.set_ylim(10 ** (low - (band + 0.03) * span), 10 ** (high + 0.05 * span))
+            # no tick below the line that tops the band: a value there would read as a norm
+            line = 10 ** (low - 0.03 * span)
+            axes.set_yticks([t for t in axes.get_yticks() if line <= t <= axes.get_ylim()[1]])
+            axes.set_yticks([], minor=True)
+        else:  # every norm is 0: no scale to show
+            axes.set_ylim(1, 10)
+            axes.set_yticks([])
+            axes.set_yticks([], minor=True)
+        axes.plot([0, 1], [band, band], transform=axes.transAxes, color="gray", linewidth=0.8, linestyle="--")
+        axes.text(0.01, band + 0.01, "0 (underflow) below this line", transform=axes.transAxes,
+                  fontsize=8, color="gray", va="bottom")
     axes.set_xlabel("time step t")
     axes.set_ylabel("‖d loss / d x_t‖")
     config = result.config
@@ -58,7 +98,4 @@ def plot_gradients(result: GradientsResult, path: Path) -> None:
     )
     axes.grid(True, which="major", alpha=0.3)
     axes.legend()
-    try:
-        figure.savefig(path, format="png", dpi=120)
-    except OSError as exc:
-        raise UsageError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
+    return figure
