@@ -14,13 +14,14 @@ nn.LSTMCell has no direction, projection, packing or dropout; this module suppli
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from lstm_cli.model import direction_weights, from_time_major, init_uniform, time_major, weight_generator
 from lstm_cli.spec import LSTMSpec
+from lstm_cli.verify.step import PathRecord, Sample, kept_steps
 
 
 @dataclass
@@ -38,10 +39,12 @@ class CellStack:
 @dataclass
 class StackRun:
     """Output in the spec's own layout, and each layer x direction's final (h, c), layer-major
-    (the order of h_n: l0 forward, l0 backward, l1 forward, ...)."""
+    (the order of h_n: l0 forward, l0 backward, l1 forward, ...); with a sample, what the loop
+    computed at the sampled steps, per (layer, direction), for the step-local check."""
 
     output: torch.Tensor
     finals: list[tuple[torch.Tensor, torch.Tensor]]
+    records: dict[tuple[int, str], PathRecord] = field(default_factory=dict)
 
 
 def cells_from_lstm(lstm: nn.LSTM) -> CellStack:
@@ -84,34 +87,61 @@ def free_form_cells(spec: LSTMSpec, hidden_sizes: tuple[int, ...], device, dtype
 
 @torch.inference_mode()
 def run_cells(
-    stack: CellStack, x: torch.Tensor, spec: LSTMSpec, progress: Callable[..., None] | None = None
+    stack: CellStack, x: torch.Tensor, spec: LSTMSpec, progress: Callable[..., None] | None = None,
+    sample: Sample | None = None,
 ) -> StackRun:
     """Run the stack over x (the spec's layout), layer by layer, each direction a time loop;
-    `progress(seq_len)` hears of each finished direction (nothing is added inside the loop)."""
+    `progress(seq_len)` hears of each finished direction (nothing is added inside the loop).
+    With a `sample`, also keep what the loop computed for the step-local check."""
     layer_input = time_major(x, spec)
     valid = None
     if spec.lengths is not None:  # (L, N, 1): True where step t is inside sequence n
         steps = torch.arange(spec.seq_len, device=x.device).unsqueeze(1)
         valid = (steps < torch.tensor(spec.lengths, device=x.device)).unsqueeze(-1)
-    finals = []
-    for cells, projections in zip(stack.cells, stack.projections):
+    finals, records = [], {}
+    for layer, (cells, projections) in enumerate(zip(stack.cells, stack.projections)):
         outputs = []
         for direction, (cell, w_hr) in enumerate(zip(cells, projections)):
-            out, h, c = _run_direction(cell, w_hr, layer_input, valid, reverse=direction == 1)
+            recorder = None
+            if sample is not None:
+                lengths = [layer_input.shape[0] if spec.lengths is None else spec.lengths[n] for n in sample.sequences]
+                recorder = _Recorder(kept_steps(sample, lengths, direction == 1), sample.sequences, layer_input.device)
+            out, h, c = _run_direction(cell, w_hr, layer_input, valid, reverse=direction == 1, recorder=recorder)
             outputs.append(out)
             finals.append((h, c))
+            if recorder is not None:
+                records[(layer, ("forward", "backward")[direction])] = recorder.record()
             if progress is not None:
                 progress(layer_input.shape[0])
         layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     if spec.unbatched:
         finals = [(h.squeeze(0), c.squeeze(0)) for h, c in finals]
-    return StackRun(from_time_major(layer_input, spec), finals)
+    return StackRun(from_time_major(layer_input, spec), finals, records)
 
 
-def _run_direction(cell, w_hr, xs, valid, reverse: bool):
+class _Recorder:
+    """Keeps x_t and the state (h_t, c_t) of the sampled sequences at the kept steps."""
+
+    def __init__(self, steps: list[int], sequences: list[int], device: torch.device):
+        self.steps, self.keep = steps, set(steps)
+        self.rows = torch.tensor(sequences, device=device)
+        self.x: dict[int, torch.Tensor] = {}
+        self.h: dict[int, torch.Tensor] = {}
+        self.c: dict[int, torch.Tensor] = {}
+
+    def __call__(self, t: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> None:
+        if t in self.keep:
+            self.x[t], self.h[t], self.c[t] = x[self.rows], h[self.rows], c[self.rows]
+
+    def record(self) -> PathRecord:
+        stacked = {name: torch.stack([getattr(self, name)[t] for t in self.steps]) for name in ("x", "h", "c")}
+        return PathRecord(self.steps, stacked["x"], stacked["h"], stacked["c"], stacked["h"], None)
+
+
+def _run_direction(cell, w_hr, xs, valid, reverse: bool, recorder: _Recorder | None = None):
     """One direction of one layer over time-major xs (L, N, in). Returns (outputs, h, c)."""
     steps = range(xs.shape[0] - 1, -1, -1) if reverse else range(xs.shape[0])
-    if w_hr is None and valid is None:  # the seed's loop, nothing added per step
+    if w_hr is None and valid is None and recorder is None:  # the seed's loop, nothing added per step
         h = c = xs.new_zeros(xs.shape[1], cell.hidden_size)
         outputs = [None] * xs.shape[0]
         for t in steps:
@@ -136,5 +166,7 @@ def _run_direction(cell, w_hr, xs, valid, reverse: bool):
         else:
             outputs[t] = h_new
         h, c = h_new, c_new
+        if recorder is not None:
+            recorder(t, xs[t], h, c)
         h_state = h if w_hr is None else nn.functional.pad(h, (0, hidden - width))
     return torch.stack(outputs), h, c

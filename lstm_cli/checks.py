@@ -1,5 +1,5 @@
-"""Numerical checks: one result type, one difference measure and one tolerance table that
-every command shares."""
+"""Numerical checks: one result type and one difference measure that every command shares.
+How a check decides is `lstm_cli.verify` (the rule, the step-local check, the float64 shadow)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,24 @@ from dataclasses import dataclass
 
 import torch
 
-# Largest |difference| accepted between two computations of the same LSTM quantity, by dtype.
-# float32 1e-5 holds for a CPU LSTMCell loop against oneDNN at the seed sizes; float64 1e-10 at
-# seq-len 200. CUDA float32 without TF32 differed by at most 6e-6 on an H200 (DESIGN.md).
-TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
-CUDA_FLOAT32_TOLERANCE = 5e-5
-# cuDNN with TF32 differed from a plain-matmul cell loop by up to 5e-4 on an H200.
-TF32_TOLERANCE = 2e-3
-
-
-def default_tolerance(dtype: str, device_type: str = "cpu", tf32: bool = False) -> float:
-    if dtype == "float32" and device_type == "cuda":
-        return TF32_TOLERANCE if tf32 else CUDA_FLOAT32_TOLERANCE
-    return TOLERANCE[dtype]
-
 
 @dataclass
 class Check:
-    """One verified claim. max_abs_diff is None for claims that are not numeric (shapes)."""
+    """One verified claim. max_abs_diff is None for claims that are not numeric (shapes).
+
+    tolerance is the bound at the element with the largest |difference| (so a passed check has
+    max_abs_diff <= tolerance); worst_ratio the largest |difference| / bound over all elements
+    (<= 1 passes); first_bad where the first failing element is (step, sequence, quantity,
+    unit, value, reference, bound); checked what was compared."""
 
     name: str
     passed: bool
     max_abs_diff: float | None
     tolerance: float | None = None
+    worst_ratio: float | None = None
+    first_bad: dict | None = None
+    checked: str | None = None
+    max_abs_diff_by: dict[str, float] | None = None
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -43,6 +38,21 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return diff.max().item()
 
 
-def close(name: str, a: torch.Tensor, b: torch.Tensor, tolerance: float) -> Check:
-    diff = max_abs_diff(a, b)
-    return Check(name, bool(diff <= tolerance), diff, tolerance)  # NaN <= x is False
+def within(name: str, got: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor | float) -> Check:
+    """Element by element |got - expected| <= bound (a tensor like expected, or one number)."""
+    diff = (got.detach().double() - expected.detach().double()).abs()
+    bound = torch.as_tensor(bound, dtype=torch.float64, device=diff.device).expand_as(diff)
+    if diff.numel() == 0:
+        return Check(name, True, 0.0, 0.0, 0.0)
+    if torch.isnan(diff).any():
+        return Check(name, False, math.nan, None, math.nan)
+    at = int(diff.argmax())
+    ratio = torch.where(bound > 0, diff / bound, torch.where(diff == 0, 0.0, math.inf))
+    return Check(
+        name, bool((diff <= bound).all()), diff.flatten()[at].item(), bound.flatten()[at].item(), ratio.max().item()
+    )
+
+
+def close(name: str, a: torch.Tensor, b: torch.Tensor, rule) -> Check:
+    """a and b are two copies of one value (an identity): within the rule's copy bound of b."""
+    return within(name, a, b, rule.copy_bound(b.detach().double()))

@@ -17,6 +17,7 @@ from lstm_cli import __version__
 from lstm_cli.errors import UsageError
 from lstm_cli.guard import EXIT_CHECK_FAILED, EXIT_OK, PROG, run_guarded, silence_stdout
 from lstm_cli.spec import LSTMSpec, parse_lengths
+from lstm_cli.verify.rule import check_tolerances
 
 LSTM_PANEL = "LSTM configuration (shared by every command)"
 FILES_PANEL = "Real models and data (shared by every command)"
@@ -69,6 +70,17 @@ SHARED_FLAGS: list[tuple[str, Any]] = [
 ]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
+
+# One meaning on every command that checks (inspect, compare-cell, gates): see verify/rule.py.
+CHECKS_PANEL = "Checks (same meaning on every command that checks)"
+AtolFlag = Annotated[float | None, typer.Option(
+    "--atol", rich_help_panel=CHECKS_PANEL,
+    help="Pass an element when |value - reference| <= atol + rtol |reference| (numpy's allclose), "
+    "instead of the bound derived from the dtype and the magnitudes (README: How a check decides).",
+)]
+RtolFlag = Annotated[float | None, typer.Option(
+    "--rtol", rich_help_panel=CHECKS_PANEL, help="Relative part of that bound (with or without --atol; default 0).",
+)]
 
 
 def spec_from_flags(flags: dict[str, Any], explicit: set[str] = frozenset()) -> LSTMSpec:
@@ -163,6 +175,8 @@ def _root(
 def inspect_command(
     spec: LSTMSpec,
     explain: Annotated[bool, typer.Option("--explain", help="Write out the LSTM equations with these shapes.")] = False,
+    atol: AtolFlag = None,
+    rtol: RtolFlag = None,
     json_output: JsonFlag = False,
 ) -> int:
     """Shapes, parameters and the output/h_n identities of an nn.LSTM, each verified.
@@ -172,10 +186,11 @@ def inspect_command(
     i, f, g, o gate blocks, the total against the closed-form count, and the identities
     that connect output and h_n (batch_first, bidirectional, proj_size and packed forms).
     """
+    check_tolerances(atol, rtol)
     from lstm_cli.inspect import run_inspect
     from lstm_cli.render.inspect import render_inspect
 
-    return emit(run_inspect(spec, explain=explain), json_output, render_inspect)
+    return emit(run_inspect(spec, explain=explain, atol=atol, rtol=rtol), json_output, render_inspect)
 
 
 @app.command(
@@ -193,12 +208,10 @@ def compare_cell_command(
         typer.Option("--hidden-sizes", help="Free-form stack of cells of these widths, e.g. 30,20 "
                      "(the seed's 100 -> 30 -> 20); replaces --hidden-size and --num-layers."),
     ] = None,
-    atol: Annotated[
-        float | None,
-        typer.Option("--atol", help="Largest |difference| that passes. Default by dtype: float64 1e-10, "
-                     "float32 1e-5 (CUDA 5e-5, with TF32 2e-3), float16 1e-2, bfloat16 5e-2."),
-    ] = None,
-    steps: Annotated[bool, typer.Option("--steps", help="Also show the output difference at every time step.")] = False,
+    atol: AtolFlag = None,
+    rtol: RtolFlag = None,
+    steps: Annotated[bool, typer.Option("--steps", help="Also show, at every time step, the output difference, "
+                                        "each path's distance from float64 and how a 1e-7 input change grows.")] = False,
     allow_tf32: Annotated[
         bool, typer.Option("--allow-tf32", help="Let cuDNN and matmuls use TF32 on CUDA (off by default).")
     ] = False,
@@ -209,16 +222,18 @@ def compare_cell_command(
 
     Mirror mode copies nn.LSTM's weights into one nn.LSTMCell per layer and direction and
     steps through time as the seed does, adding by hand what LSTMCell lacks (backward
-    direction, proj_size, packed lengths). Reports max |difference| of h_n and c_n per layer
-    and direction and of the output, and the time of both paths. Exit 1 on a mismatch.
+    direction, proj_size, packed lengths). The verdict is step-local: every step of the loop
+    is recomputed in float64, with nn.LSTM's weights, from the state the loop started it
+    from, and must agree within one step's rounding (exit 1 names the layer, direction and
+    first bad step). The end-to-end difference of output, h_n and c_n is reported beside each
+    path's distance from a float64 run, with a sentence when the model is chaotic.
     """
     from lstm_cli.spec import check_free_form, parse_hidden_sizes
 
     sizes = parse_hidden_sizes(hidden_sizes)
     if sizes is not None:
         check_free_form(spec, explicit_flags(ctx))
-    if atol is not None and not atol >= 0:
-        raise UsageError(f"--atol must be a number >= 0 (got {atol})")
+    check_tolerances(atol, rtol)
     if not 0 <= repeat <= 10_000:
         raise UsageError(f"--repeat must be between 0 and 10000 (got {repeat})")
 
@@ -232,7 +247,8 @@ def compare_cell_command(
     cells_per_run = (len(sizes) if sizes else spec.num_layers * spec.num_directions) * spec.seq_len
     total = cells_per_run * (1 + (1 + repeat if repeat else 0))
     with stderr_progress(total, "steps", "LSTMCell loop") if cells_per_run >= 2000 else nullcontext() as progress:
-        result = run_compare(spec, sizes, atol=atol, per_step=steps, allow_tf32=allow_tf32, repeat=repeat, progress=progress)
+        result = run_compare(spec, sizes, atol=atol, rtol=rtol, per_step=steps, allow_tf32=allow_tf32, repeat=repeat,
+                             progress=progress)
     return emit(result, json_output, render_compare_cell)
 
 
@@ -262,22 +278,28 @@ def gates_command(
     method: Annotated[str, _gates_option("--method", help="How gates are captured: auto, loop or recompute (auto picks by device and size).")] = "auto",
     export: Annotated[str | None, _gates_option("--export", metavar="FILE.npz|FILE.pt", help="Write every captured tensor (names and shapes in the README).")] = None,
     plot: Annotated[str | None, _gates_option("--plot", metavar="FILE.png", help="Write heatmaps per layer and gate (needs the plot extra: pip install 'lstm-cli\\[plot]').")] = None,
+    atol: AtolFlag = None,
+    rtol: RtolFlag = None,
     json_output: JsonFlag = False,
 ) -> int:
     """Every gate at every step: i, f, g, o and c captured, verified, summarised and drawn.
 
     Captures the input, forget and output gates, the cell candidate g and
     the cell state c of every layer, direction and step (with --lengths,
-    valid steps only) and checks that the h_t rebuilt from them equals
-    nn.LSTM's own output, h_n and c_n. Shows per gate the mean, std, min,
-    max and the fractions saturated left and right, with its mean at every
-    step as a sparkline. Exits 1 if the rebuilt h does not match.
+    valid steps only). Shows per gate the mean, std, min, max and the
+    fractions saturated left and right, with its mean at every step as a
+    sparkline. Verified step by step: each captured step is recomputed in
+    float64 from the state the capture started it from and must agree
+    within one step's rounding (exit 1 names where it first does not);
+    the end-to-end difference from nn.LSTM's output, h_n and c_n is
+    reported, with each path's distance from a float64 run.
     """
     from lstm_cli.gates_options import make_options
 
     options = make_options(
         spec, heatmap=heatmap, sequence=sequence, sat_low=sat_low, sat_high=sat_high,
         tanh_sat_low=tanh_sat_low, tanh_sat_high=tanh_sat_high, method=method, export=export, plot=plot,
+        atol=atol, rtol=rtol,
     )
     from lstm_cli.gates import run_gates
     from lstm_cli.render.gates import capture_progress, render_gates
@@ -374,7 +396,8 @@ def gradients_command(
     input features. Per model: the norms as a log-scale sparkline, first/last = norm at t=0
     divided by the norm at the last step t=L-1, and where it vanishes: walking back from the
     last step, the first k >= 1 steps back (t = L-1-k) whose norm is below 1e-3 x the last
-    step's, or "never". Exit 1 if a gradient is not finite. --bidirectional and --lengths are
+    step's (a norm that underflowed to exactly 0 counts), or "never". Exit 1 if a gradient is
+    not finite. --bidirectional and --lengths are
     refused: both leave no single last step to count back from.
     """
     from lstm_cli.spec import check_gradients_flags, parse_cells

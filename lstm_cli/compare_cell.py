@@ -11,11 +11,17 @@ import torch
 from torch import nn
 
 from lstm_cli import cells
-from lstm_cli.checks import Check, default_tolerance, max_abs_diff
+from lstm_cli.checks import Check, close, max_abs_diff, within
 from lstm_cli.model import make_input, place, prepare, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings, tf32_mode
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.timing import interleaved_seconds
+from lstm_cli.verify.rule import Rule
+from lstm_cli.verify.shadow import Shadow, run_shadow, shadow_step_macs
+from lstm_cli.verify.step import check_direction, choose_sample
+
+# Sequences the float64 shadow runs (from those the step-local check samples).
+SHADOW_SEQUENCES = 2
 
 
 @dataclass
@@ -57,8 +63,9 @@ class CompareResult:
     device: str
     dtype: str
     tf32: bool
-    tolerance: float
-    layers: list[LayerDiff]
+    rule: dict  # how a check decides (verify.rule.Rule.as_dict)
+    tolerance: float  # the largest bound met at a largest |difference| of the step-local checks
+    layers: list[LayerDiff]  # end to end, reported, not judged
     output_max_abs_diff: float
     output_max_rel_diff: float
     step_max_abs_diff: list[float] | None
@@ -66,7 +73,10 @@ class CompareResult:
     timing: Timing | None
     stack: list[StackLayer]
     output_shape: list[int]
+    checked: str  # which sequences and steps the step-local check recomputed
     checks: list[Check]
+    shadow: Shadow | None
+    shadow_note: str | None
     notes: list[str]
 
 
@@ -74,6 +84,7 @@ def run_compare(
     spec: LSTMSpec,
     hidden_sizes: tuple[int, ...] | None = None,
     atol: float | None = None,
+    rtol: float | None = None,
     per_step: bool = False,
     allow_tf32: bool = False,
     repeat: int = 5,
@@ -98,15 +109,19 @@ def run_compare(
         with tf32_mode(placement.device, allow_tf32):
             if hidden_sizes is None:
                 stack = cells.cells_from_lstm(lstm)
+                references = [lstm]
                 fused = lambda: _fused_run(lstm, x, spec)  # noqa: E731
                 reference = "nn.LSTM (one fused module)"
             else:
                 stack = cells.free_form_cells(spec, hidden_sizes, placement.device, placement.dtype)
-                layers = _single_layer_lstms(stack)
-                fused = lambda: _layer_by_layer_run(layers, x, spec)  # noqa: E731
+                references = _single_layer_lstms(stack)
+                fused = lambda: _layer_by_layer_run(references, x, spec)  # noqa: E731
                 reference = "one single-layer nn.LSTM per cell, same weights"
+            batch = 1 if spec.unbatched else spec.batch_size
+            step_macs = sum(shadow_step_macs(module) for module in references)
+            sample = choose_sample(batch, spec.seq_len, step_macs, spec.lengths)
             expected = fused()
-            looped = cells.run_cells(stack, x, spec, progress)
+            looped = cells.run_cells(stack, x, spec, progress, sample=sample)
             timing = None
             if repeat:
                 times = interleaved_seconds(
@@ -121,9 +136,22 @@ def run_compare(
     if allow_tf32 and placement.device.type != "cuda":
         notes.append(f"--allow-tf32 has no effect on {placement.device.type}: TF32 is a CUDA setting")
     tf32 = allow_tf32 and placement.device.type == "cuda" and spec.dtype == "float32"
-    tolerance = atol if atol is not None else default_tolerance(spec.dtype, placement.device.type, tf32)
+    rule = Rule(spec.dtype, tf32, atol, rtol)
 
     directions = ("forward", "backward")[: stack.num_directions]
+    checks = []
+    for layer in range(len(stack.cells)):
+        module, module_layer = (lstm, layer) if hidden_sizes is None else (references[layer], 0)
+        for direction in directions:
+            record = looped.records[(layer, direction)]
+            lengths = [spec.seq_len if spec.lengths is None else spec.lengths[n] for n in sample.sequences]
+            checks.append(check_direction(
+                f"layer {layer} {direction}: each step from the loop's own state",
+                module, module_layer, direction, record, sample, lengths, rule,
+            ))
+    if spec.lengths is not None:
+        checks += _packing_checks(spec, looped, sample, directions, rule)
+
     diffs = []
     for k, ((h_ref, c_ref), (h, c)) in enumerate(zip(expected.finals, looped.finals)):
         layer, direction = divmod(k, len(directions))
@@ -136,15 +164,27 @@ def run_compare(
         delta = (time_major(looped.output, spec).double() - time_major(expected.output, spec).double()).abs()
         steps = delta.flatten(1).amax(dim=1).tolist()
 
-    checks = [
-        check
-        for d in diffs
-        for check in (
-            Check(f"layer {d.layer} {d.direction}: h_n", d.h_n_max_abs_diff <= tolerance, d.h_n_max_abs_diff, tolerance),
-            Check(f"layer {d.layer} {d.direction}: c_n", d.c_n_max_abs_diff <= tolerance, d.c_n_max_abs_diff, tolerance),
-        )
-    ]
-    checks.append(Check("output", out_diff <= tolerance, out_diff, tolerance))  # NaN fails
+    shadow, shadow_note = None, None
+    if hidden_sizes is None:
+        with collect_warnings(notes):
+            shadowed = sample.sequences[:SHADOW_SEQUENCES]
+            run = run_shadow(lstm, time_major(x, spec), spec.lengths, shadowed, batch * spec.seq_len * step_macs)
+        if isinstance(run, str):
+            shadow_note = run
+        else:
+            def of_shadowed(stack_run: cells.StackRun):
+                """Output (T, n, ...) and h_n, c_n (D * layers, n, ...) of the shadowed sequences."""
+                h = torch.stack([h.reshape(-1, h.shape[-1]) for h, _ in stack_run.finals])[:, shadowed]
+                c = torch.stack([c.reshape(-1, c.shape[-1]) for _, c in stack_run.finals])[:, shadowed]
+                return time_major(stack_run.output, spec)[:, shadowed], h, c
+
+            shadow = run.summary([
+                run.error("nn.LSTM", *of_shadowed(expected)),
+                run.error("LSTMCell loop", *of_shadowed(looped)),
+            ])
+    else:
+        shadow_note = "not shadowed: a free-form stack is checked step by step only"
+
     return CompareResult(
         command="compare-cell",
         config=spec.config() | {"hidden_sizes": list(hidden_sizes) if hidden_sizes else None},
@@ -153,7 +193,8 @@ def run_compare(
         device=str(placement.device),
         dtype=placement.dtype_name,
         tf32=tf32,
-        tolerance=tolerance,
+        rule=rule.as_dict(),
+        tolerance=max((c.tolerance for c in checks if c.tolerance is not None), default=0.0),
         layers=diffs,
         output_max_abs_diff=out_diff,
         output_max_rel_diff=out_rel,
@@ -162,9 +203,33 @@ def run_compare(
         timing=timing,
         stack=describe_stack(stack, spec),
         output_shape=list(looped.output.shape),
+        checked=sample.describe(),
         checks=checks,
+        shadow=shadow,
+        shadow_note=shadow_note,
         notes=notes,
     )
+
+
+def _packing_checks(spec: LSTMSpec, looped: cells.StackRun, sample, directions, rule: Rule) -> list[Check]:
+    """What packing promises beyond each step: a sequence's final state is its state at its own
+    last valid step (nothing after it leaks in), and its output past that step is exactly 0."""
+    finals, states = [], []
+    rows = torch.arange(len(sample.sequences))
+    for k, (h_final, c_final) in enumerate(looped.finals):
+        layer, d = divmod(k, len(directions))
+        record = looped.records[(layer, directions[d])]
+        slots = [record.steps.index(0 if d == 1 else spec.lengths[n] - 1) for n in sample.sequences]
+        for final, state in ((h_final, record.h), (c_final, record.c)):
+            finals.append(final.reshape(-1, final.shape[-1])[sample.sequences].flatten())
+            states.append(state[slots, rows].flatten())
+    out = time_major(looped.output, spec)
+    padded = torch.arange(spec.seq_len, device=out.device).unsqueeze(1) >= torch.tensor(spec.lengths, device=out.device)
+    pad_values = out[padded]
+    return [
+        close("h_n, c_n == each sequence's state at its last valid step (packed)", torch.cat(finals), torch.cat(states), rule),
+        within("output is 0 at every padded step (packed)", pad_values, torch.zeros_like(pad_values), 0.0),
+    ]
 
 
 def describe_stack(stack: cells.CellStack, spec: LSTMSpec) -> list[StackLayer]:
@@ -174,7 +239,9 @@ def describe_stack(stack: cells.CellStack, spec: LSTMSpec) -> list[StackLayer]:
     for layer, (row, projections) in enumerate(zip(stack.cells, stack.projections)):
         for direction, cell, w_hr in zip(directions, row, projections):
             h_width = cell.hidden_size if w_hr is None else w_hr.shape[0]
-            count = sum(p.numel() for p in cell.parameters()) + (0 if w_hr is None else w_hr.numel())
+            # weight_hh's zero columns past P (see cells) are padding, not parameters.
+            padding = 4 * cell.hidden_size * (cell.hidden_size - h_width)
+            count = sum(p.numel() for p in cell.parameters()) - padding + (0 if w_hr is None else w_hr.numel())
             rows.append(
                 StackLayer(
                     layer, direction, cell.input_size, cell.hidden_size,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from lstm_cli.checks import Check, close, default_tolerance, max_abs_diff
+from lstm_cli.checks import Check, max_abs_diff
 from lstm_cli.gates_options import GatesOptions, HeatmapSpec, Thresholds
 from lstm_cli.model import (
     DirectionWeights,
@@ -43,6 +43,12 @@ from lstm_cli.model import (
 )
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import GATES, LSTMSpec
+from lstm_cli.verify.rule import Rule
+from lstm_cli.verify.shadow import Shadow, run_shadow, shadow_step_macs
+from lstm_cli.verify.step import PathRecord, Sample, check_direction, choose_sample, kept_steps
+
+# Sequences the float64 shadow runs (from those the step-local check samples).
+SHADOW_SEQUENCES = 2
 
 # Gate values computed at once: a chunk of steps holds about this many (x 4 bytes in float32),
 # so the working set is a few chunks whatever the sequence length.
@@ -113,15 +119,28 @@ class GatesResult:
     method_reason: str
     thresholds: dict[str, float]
     layers: list[LayerGates]
+    rule: dict  # how a check decides (verify.rule.Rule.as_dict)
+    checked: str  # which sequences and steps the step-local check recomputed
     checks: list[Check]
+    passed: bool
+    end_to_end: EndToEnd  # reported, not judged
+    shadow: Shadow | None
+    shadow_note: str | None
     notes: list[str]
     heatmap: Heatmap | None = None
     export: str | None = None
     plot: str | None = None
 
-    @property
-    def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
+
+@dataclass
+class EndToEnd:
+    """The capture's own trajectory against nn.LSTM's: max |difference| of the last layer's
+    output (valid steps) and of the final states. Rounding makes them differ by more than one
+    step's rounding over long or chaotic runs; the step-local checks decide."""
+
+    output_max_abs_diff: float
+    h_n_max_abs_diff: float
+    c_n_max_abs_diff: float
 
 
 # -- the batch in working order -------------------------------------------------------------------
@@ -534,6 +553,56 @@ class DirectionRecorder:
                     store[name][t0:t1][~mask] = math.nan
 
 
+class SampleRecorder:
+    """What the capture computed for the checked sequences at the kept steps of one layer x
+    direction (verify.step), and, for the last layer, every step of the shadowed sequences'
+    output (verify.shadow)."""
+
+    def __init__(self, sample: Sample, batch: WorkingBatch, reverse: bool, shadowed: int, last: bool):
+        lengths = [batch.lengths[int(self._row(batch, n))] for n in sample.sequences]
+        self.lengths = lengths
+        self.steps = kept_steps(sample, lengths, reverse)
+        self.slot = {t: k for k, t in enumerate(self.steps)}
+        self.rows = torch.tensor([int(self._row(batch, n)) for n in sample.sequences])
+        self.shadow_rows = self.rows[:shadowed] if last else None
+        self.store: dict[str, torch.Tensor] = {}
+        self.output: torch.Tensor | None = None
+
+    @staticmethod
+    def _row(batch: WorkingBatch, n: int):
+        return batch.inverse[n] if batch.order is not None else n
+
+    def add(self, chunk: Chunk, x: torch.Tensor, h_fed: torch.Tensor | None) -> None:
+        """x: the layer input (T, B, in); h_fed: the h sequence the method's recurrence read
+        (nn.LSTM's own for recompute), None when it read its own h (the loop)."""
+        if self.shadow_rows is not None:
+            if self.output is None:
+                self.output = chunk.h.new_zeros(x.shape[0], len(self.shadow_rows), chunk.h.shape[-1])
+            self.output[chunk.t0 : chunk.t1] = chunk.h[:, self.shadow_rows.to(chunk.h.device)]
+        wanted = [t for t in range(chunk.t0, chunk.t1) if t in self.slot]
+        if not wanted:
+            return
+        rows = self.rows.to(chunk.h.device)
+        local = torch.tensor([t - chunk.t0 for t in wanted], device=chunk.h.device)
+        steps = torch.tensor(wanted, device=chunk.h.device)
+        values = {
+            "x": x[steps][:, rows],
+            "gates": chunk.gates[local][:, rows],
+            "c": chunk.c[local][:, rows],
+            "h": chunk.h[local][:, rows],
+            "h_fed": (chunk.h[local] if h_fed is None else h_fed[steps])[:, rows],
+        }
+        slots = torch.tensor([self.slot[t] for t in wanted], device=chunk.h.device)
+        for name, value in values.items():
+            if name not in self.store:
+                self.store[name] = value.new_zeros(len(self.steps), *value.shape[1:])
+            self.store[name][slots] = value
+
+    def record(self) -> PathRecord:
+        st = self.store
+        return PathRecord(self.steps, st["x"], st["h_fed"], st["c"], st["h"], st["gates"])
+
+
 # -- the driver -----------------------------------------------------------------------------------
 
 
@@ -544,6 +613,7 @@ class Capture:
     output_diff: float  # max |rebuilt h - nn.LSTM output| over the last layer's valid steps
     h_n: torch.Tensor  # (D * layers, B, H_out), working order
     c_n: torch.Tensor
+    sampled: dict[tuple[int, str], SampleRecorder]  # for the step-local check and the shadow
 
 
 def fused_layer_output(lstm: torch.nn.LSTM, layer: int, x: torch.Tensor, spec: LSTMSpec,
@@ -580,9 +650,13 @@ def capture_gates(
     keep_all: bool = False,
     keep_sequence: dict[tuple[int, str], int] | None = None,
     progress: Callable[..., None] | None = None,
+    sample: Sample | None = None,
+    shadowed: int = 0,
 ) -> Capture:
     """Run `method` over every layer and direction of `lstm` on input `x` (the spec's layout),
-    recording statistics; compare what it rebuilds with `reference` (nn.LSTM's own forward)."""
+    recording statistics; compare what it rebuilds with `reference` (nn.LSTM's own forward).
+    With a `sample`, keep what the step-local check and the shadow (its first `shadowed`
+    sequences) need."""
     x_tm = time_major(x, spec)
     T, B = x_tm.shape[:2]
     batch = WorkingBatch(T, B, spec.lengths, x.device)
@@ -592,6 +666,7 @@ def capture_gates(
     D, H_out, steps = spec.num_directions, spec.h_out, chunk_steps_for(spec)
     keep_sequence = keep_sequence or {}
     recorders: dict[tuple[int, str], DirectionRecorder] = {}
+    sampled: dict[tuple[int, str], SampleRecorder] = {}
     output_diff = 0.0
     inp = x_tm
     for layer in range(spec.num_layers):
@@ -608,10 +683,16 @@ def capture_gates(
                 spec, batch, d == 1, thresholds, inp, keep_all, keep_sequence.get((layer, direction))
             )
             recorders[(layer, direction)] = recorder
+            keeper = None
+            if sample is not None:
+                keeper = SampleRecorder(sample, batch, d == 1, shadowed, last)
+                sampled[(layer, direction)] = keeper
             w = direction_weights(lstm, layer, direction)
             h_seq = None if layer_out is None else layer_out[:, :, cols]
             for chunk in method.run(inp, h_seq, w, d == 1, batch, steps):
                 recorder.add(chunk)
+                if keeper is not None:
+                    keeper.add(chunk, inp, h_seq)
                 if next_inp is not None and not method.needs_layer_output:
                     next_inp[chunk.t0 : chunk.t1, :, cols] = chunk.h
                 if last:
@@ -624,7 +705,7 @@ def capture_gates(
     order = [(layer, direction) for layer in range(spec.num_layers) for direction in spec.directions()]
     h_n = torch.stack([recorders[k].h_last for k in order])
     c_n = torch.stack([recorders[k].c_last for k in order])
-    return Capture(batch, recorders, output_diff, h_n, c_n)
+    return Capture(batch, recorders, output_diff, h_n, c_n, sampled)
 
 
 def _max_diff(so_far: float, a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor | None) -> float:
@@ -634,18 +715,47 @@ def _max_diff(so_far: float, a: torch.Tensor, b: torch.Tensor, valid: torch.Tens
     return max(so_far, diff)
 
 
-def verification_checks(spec: LSTMSpec, capture: Capture, reference: Forward, tolerance: float) -> list[Check]:
-    """The rebuilt h_t against nn.LSTM's output, and the rebuilt final states against h_n, c_n."""
+def end_to_end(spec: LSTMSpec, capture: Capture, reference: Forward) -> EndToEnd:
+    """The capture's trajectory against nn.LSTM's: last layer's output and every final state."""
     h_n = reference.h_n.unsqueeze(1) if spec.unbatched else reference.h_n
     c_n = reference.c_n.unsqueeze(1) if spec.unbatched else reference.c_n
     h_n, c_n = capture.batch.to_working(h_n, 1), capture.batch.to_working(c_n, 1)
-    which = "every valid step" if spec.lengths is not None else "every step"
-    return [
-        Check(f"rebuilt h_t == nn.LSTM output at {which} (last layer)",
-              bool(capture.output_diff <= tolerance), capture.output_diff, tolerance),
-        close("rebuilt final h == h_n (every layer and direction)", capture.h_n, h_n, tolerance),
-        close("rebuilt final c == c_n (every layer and direction)", capture.c_n, c_n, tolerance),
+    return EndToEnd(capture.output_diff, max_abs_diff(capture.h_n, h_n), max_abs_diff(capture.c_n, c_n))
+
+
+def step_checks(spec: LSTMSpec, lstm: torch.nn.LSTM, capture: Capture, sample: Sample, method: str,
+                rule: Rule) -> list[Check]:
+    """Every sampled step of every layer x direction against the float64 step from the state
+    the capture started it from."""
+    state = "nn.LSTM's h and its own c" if method == "recompute" else "its own state"
+    checks = []
+    for (layer, direction), keeper in capture.sampled.items():
+        checks.append(check_direction(
+            f"layer {layer} {direction}: gates, c, h of each step from {state}",
+            lstm, layer, direction, keeper.record(), sample, keeper.lengths, rule,
+        ))
+    return checks
+
+
+def run_shadow_for(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, reference: Forward, capture: Capture,
+                   sample: Sample, step_macs: int) -> tuple[Shadow | None, str | None]:
+    """The float64 shadow of the first SHADOW_SEQUENCES sampled sequences, and each path's
+    distance from it: nn.LSTM's forward and the capture's rebuilt h."""
+    shadowed = sample.sequences[:SHADOW_SEQUENCES]
+    batch = 1 if spec.unbatched else spec.batch_size
+    run = run_shadow(lstm, time_major(x, spec), spec.lengths, shadowed, batch * spec.seq_len * step_macs)
+    if isinstance(run, str):
+        return None, run
+    last = [capture.sampled[(spec.num_layers - 1, d)].output for d in spec.directions()]
+    rows = torch.tensor([int(SampleRecorder._row(capture.batch, n)) for n in shadowed], device=capture.h_n.device)
+    h_n = reference.h_n.unsqueeze(1) if spec.unbatched else reference.h_n
+    c_n = reference.c_n.unsqueeze(1) if spec.unbatched else reference.c_n
+    users = torch.tensor(shadowed, device=h_n.device)
+    errors = [
+        run.error("nn.LSTM", time_major(reference.output, spec)[:, users], h_n[:, users], c_n[:, users]),
+        run.error("gate capture", torch.cat(last, dim=-1), capture.h_n[:, rows], capture.c_n[:, rows]),
     ]
+    return run.summary(errors), None
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -690,15 +800,21 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
             keep_sequence = {(layer, d): options.sequence for layer in range(spec.num_layers) for d in spec.directions()}
         elif options.heatmap is not None:
             keep_sequence = {(options.heatmap.layer, options.heatmap.direction): options.sequence}
+        step_macs = shadow_step_macs(lstm)
+        sample = choose_sample(1 if spec.unbatched else spec.batch_size, spec.seq_len, step_macs, spec.lengths)
         capture = capture_gates(
             lstm, x, spec, reference, method, options.thresholds,
             keep_all=options.export is not None, keep_sequence=keep_sequence, progress=progress,
+            sample=sample, shadowed=min(SHADOW_SEQUENCES, len(sample.sequences)),
         )
+        if progress is not None:
+            progress(0, "checking")
+        # The capture's own GEMMs run in full float32 (TF32 is off for plain matmuls by default).
+        rule = Rule(spec.dtype, tf32=False, atol=options.atol, rtol=options.rtol)
+        checks = step_checks(spec, lstm, capture, sample, method_name, rule)
+        shadow, shadow_note = run_shadow_for(spec, lstm, x, reference, capture, sample, step_macs)
     if spec.dropout and spec.num_layers > 1:
         notes.append("dropout acts in train mode only; gates runs in eval mode, so none applied")
-    tf32 = placement.device.type == "cuda" and torch.backends.cudnn.allow_tf32
-    tolerance = default_tolerance(spec.dtype, placement.device.type, tf32=tf32)
-    checks = verification_checks(spec, capture, reference, tolerance)
     layers = []
     for (layer, direction), recorder in capture.recorders.items():
         stats, cell, per_step = recorder.stats.summary()
@@ -724,7 +840,13 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         thresholds={"low": options.thresholds.low, "high": options.thresholds.high,
                     "tanh_low": options.thresholds.tanh_low, "tanh_high": options.thresholds.tanh_high},
         layers=layers,
+        rule=rule.as_dict(),
+        checked=sample.describe(),
         checks=checks,
+        passed=all(check.passed for check in checks),
+        end_to_end=end_to_end(spec, capture, reference),
+        shadow=shadow,
+        shadow_note=shadow_note,
         notes=notes,
         heatmap=heatmap,
         export=None if options.export is None else str(options.export),

@@ -9,6 +9,7 @@ from pathlib import Path
 from lstm_cli.errors import UsageError
 from lstm_cli.paths import writable_file
 from lstm_cli.spec import GATES, LSTMSpec
+from lstm_cli.verify.rule import check_tolerances
 
 METHODS = ("auto", "loop", "recompute")
 EXPORT_SUFFIXES = (".npz", ".pt")
@@ -125,6 +126,8 @@ class GatesOptions:
     export: Path | None = None
     plot: Path | None = None
     use_mkl: bool | None = None  # loop method: pack W_hh with MKL (None: when it pays; see StepGemm)
+    atol: float | None = None  # --atol/--rtol: replace the derived bound (verify/rule.py)
+    rtol: float | None = None
 
 
 def make_options(
@@ -139,8 +142,11 @@ def make_options(
     method: str = "auto",
     export: str | None = None,
     plot: str | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> GatesOptions:
     """Validate the command line's own flags; each bad value is one UsageError line."""
+    check_tolerances(atol, rtol)
     return GatesOptions(
         thresholds=Thresholds(sat_low, sat_high, tanh_sat_low, tanh_sat_high),
         method=check_method(method),
@@ -148,4 +154,6 @@ def make_options(
         sequence=check_sequence(sequence, spec),
         export=check_export(export),
         plot=check_plot(plot),
+        atol=atol,
+        rtol=rtol,
     )

@@ -30,8 +30,8 @@ MIRROR_CASES = {
 def test_mirror_matches_nn_lstm_and_reports_true_numbers(changes):
     spec = LSTMSpec(device="cpu", **changes)
     result = run_compare(spec, repeat=0)
-    assert result.passed and result.tolerance == 1e-5
-    assert all(c.max_abs_diff <= 1e-5 for c in result.checks)
+    assert result.passed and 0 < result.tolerance < 1e-4
+    assert all(c.worst_ratio <= 1 and c.max_abs_diff <= 1e-5 for c in result.checks)
 
     # Recompute the reported differences here, from the same two paths run again.
     place = Placement(torch.device("cpu"), torch.float32)
@@ -57,7 +57,7 @@ def test_mirror_matches_nn_lstm_and_reports_true_numbers(changes):
 def test_float64_long_sequence_within_1e_10():
     spec = LSTMSpec(dtype="float64", seq_len=200, bidirectional=True, proj_size=6, device="cpu")
     result = run_compare(spec, repeat=0)
-    assert result.tolerance == 1e-10
+    assert result.rule["dtype"] == "float64" and result.tolerance < 1e-12
     assert result.passed
     assert result.output_max_abs_diff <= 1e-10
     place = Placement(torch.device("cpu"), torch.float64)
@@ -82,9 +82,14 @@ def test_planted_mismatch_fails_with_exit_1(run_cli, monkeypatch):
     doc = result.json()
     assert doc["passed"] is False
     by_layer = {d["layer"]: d for d in doc["layers"]}
-    # layers before the change still match; the changed layer does not
+    # end to end, layers before the change still match; the changed layer does not
     assert by_layer[0]["h_n_max_abs_diff"] <= 1e-5 and by_layer[1]["c_n_max_abs_diff"] <= 1e-5
     assert by_layer[2]["h_n_max_abs_diff"] > 1e-5
+    # step by step, only layer 2 is wrong (layer 3 is right about the input layer 2 gave it),
+    # first at step 1: at step 0, h_(t-1) = 0 hides any error in W_hh
+    failed = [c for c in doc["checks"] if not c["passed"]]
+    assert [c["name"].split(":")[0] for c in failed] == ["layer 2 forward"]
+    assert failed[0]["first_bad"]["step"] == 1 and failed[0]["worst_ratio"] > 1
     assert "check(s) failed" in result.stderr
 
 
@@ -97,7 +102,9 @@ def test_json_contract(run_cli):
         (layer, direction) for layer in range(4) for direction in ("forward", "backward")
     ]
     assert {"h_n_max_abs_diff", "c_n_max_abs_diff"} <= set(doc["layers"][0])
-    assert doc["tolerance"] == 1e-5 and doc["passed"] is True
+    assert 0 < doc["tolerance"] < 1e-4 and doc["passed"] is True
+    assert doc["rule"]["dtype"] == "float32" and doc["checked"] == "every sequence, every step"
+    assert [e["path"] for e in doc["shadow"]["errors"]] == ["nn.LSTM", "LSTMCell loop"]
     timing = doc["timing"]
     assert timing["fused_s"] > 0 and timing["cells_s"] > 0
     assert timing["ratio"] == pytest.approx(timing["cells_s"] / timing["fused_s"])
@@ -135,7 +142,11 @@ def test_free_form_loop_equals_the_seed_code_and_per_layer_lstms():
             h1, c1 = cell1(xt, [h1, c1])
             h2, c2 = cell2(h1, [h2, c2])
     run = cells.run_cells(stack, x, spec)
-    assert torch.equal(run.finals[1][0], h2) and torch.equal(run.finals[1][1], c2)
+    # The same operations on the same values, but run_cells feeds layer 2 slices of a stacked
+    # tensor where the seed feeds fresh ones: on some CPUs (AMD EPYC, AVX-512) the GEMM's
+    # blocking, and so its last bit, follows the memory alignment (2.2e-8 measured there).
+    # 1e-6 is 16 ulps of values below 1 after 10 steps; any real difference is far larger.
+    assert max_abs_diff(run.finals[1][0], h2) <= 1e-6 and max_abs_diff(run.finals[1][1], c2) <= 1e-6
     lstm = torch.nn.LSTM(30, 20)
     with torch.no_grad():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
@@ -150,11 +161,12 @@ def test_free_form_loop_equals_the_seed_code_and_per_layer_lstms():
 
 def test_atol_overrides_the_default(run_cli):
     doc = run_cli("compare-cell", "--json", "--repeat", "0", "--atol", "1e-3").json()
-    assert doc["tolerance"] == 1e-3 and doc["passed"]
-    doc = run_cli("compare-cell", "--json", "--repeat", "0", "--atol", "0").json()
-    assert doc["tolerance"] == 0
-    assert doc["passed"] == (doc["output_max_abs_diff"] == 0 and all(
-        d["h_n_max_abs_diff"] == 0 and d["c_n_max_abs_diff"] == 0 for d in doc["layers"]))
+    assert doc["tolerance"] == 1e-3 and doc["passed"] and doc["rule"]["atol"] == 1e-3
+    # Each float32 step differs from its float64 recomputation by some rounding: a zero bound fails.
+    result = run_cli("compare-cell", "--json", "--repeat", "0", "--atol", "0")
+    doc = result.json()
+    assert result.code == 1 and doc["tolerance"] == 0 and not doc["passed"]
+    assert all(c["max_abs_diff"] > 0 for c in doc["checks"])
 
 
 @pytest.mark.parametrize(
@@ -167,8 +179,9 @@ def test_atol_overrides_the_default(run_cli):
         (["--hidden-sizes", "30,20", "--num-layers", "2"], "drop --num-layers"),
         (["--hidden-sizes", "30,20", "--hidden-size", "30"], "drop --hidden-size"),
         (["--hidden-sizes", "30,20", "--dropout", "0.2"], "drop --dropout"),
-        (["--atol", "-1"], "--atol must be a number >= 0"),
-        (["--atol", "nan"], "--atol must be a number >= 0"),
+        (["--atol", "-1"], "--atol must be a finite number >= 0"),
+        (["--atol", "nan"], "--atol must be a finite number >= 0"),
+        (["--rtol", "inf"], "--rtol must be a finite number >= 0"),
         (["--repeat", "-1"], "--repeat must be between 0 and 10000"),
     ],
 )
@@ -185,8 +198,11 @@ def test_table_output(run_cli):
     lines = result.stdout.splitlines()
     row = next(line for line in lines if line.startswith("│ 1 "))
     # layer 1 cell: input 5 (the projected h), hidden 20, h is the projected (3, 5), c stays (3, 20)
+    # parameters: nn.LSTM's own for that layer, not the zero columns that pad W_hh for LSTMCell
+    lstm = torch.nn.LSTM(100, 20, num_layers=4, proj_size=5)
+    real = sum(p.numel() for name, p in lstm.named_parameters() if name.endswith("_l1"))
     assert [cell.strip() for cell in row.split("│")[1:-1]] == [
-        "1", "forward", "5", "20", "(3, 5)", "(3, 5)", "(3, 20)", f"{4 * 20 * (5 + 20) + 160 + 5 * 20:,}"
+        "1", "forward", "5", "20", "(3, 5)", "(3, 5)", "(3, 20)", f"{real:,}"
     ]
     assert "ratio" in lines[-1]
 
@@ -195,6 +211,9 @@ def test_table_output(run_cli):
 def test_cuda_matches_without_tf32_and_reports_it():
     spec = LSTMSpec(device="cuda", input_size=512, hidden_size=512, num_layers=2, seq_len=50, batch_size=32)
     strict = run_compare(spec, repeat=1)
-    assert strict.passed and strict.tf32 is False and strict.tolerance == 5e-5
+    assert strict.passed and strict.tf32 is False and strict.rule["tf32"] is False
+    assert all(c.worst_ratio <= 1 for c in strict.checks)
     loose = run_compare(spec, repeat=1, allow_tf32=True)
-    assert loose.tf32 is True and loose.tolerance == 2e-3 and loose.passed
+    assert loose.tf32 is True and loose.rule["tf32"] is True and loose.passed
+    # TF32 rounds the matmul inputs to 10 bits: its steps are further from float64
+    assert max(c.max_abs_diff for c in loose.checks) > max(c.max_abs_diff for c in strict.checks)

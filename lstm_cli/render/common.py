@@ -21,16 +21,80 @@ def format_diff(value: float | None) -> str:
     return "0" if value == 0 else f"{value:.3g}"
 
 
+def format_used(ratio: float | None) -> str:
+    """How much of its bound the worst element used: 12%, <1%, 340% (failed)."""
+    if ratio is None:
+        return "-"
+    if ratio != ratio or ratio == float("inf"):
+        return "NaN" if ratio != ratio else "inf"
+    if 0 < ratio < 0.01:
+        return "<1%"
+    return f"{ratio * 100:.0f}%" if ratio < 100 else f"{ratio:.3g}x"
+
+
 def checks_table(checks: list[Check], title: str = "Checks") -> Table:
+    """One row per check: its largest |difference|, the bound at that element, and how much of
+    its bound the worst element used (the verdict is element by element)."""
     table = Table(title=title, title_justify="left")
-    table.add_column("check")
-    table.add_column("max |diff|", justify="right")
-    table.add_column("tolerance", justify="right")
-    table.add_column("result")
+    table.add_column("check", overflow="fold")
+    table.add_column("max |diff|", justify="right", no_wrap=True)
+    table.add_column("bound", justify="right", no_wrap=True)
+    table.add_column("used", justify="right", no_wrap=True)
+    table.add_column("result", no_wrap=True)
     for check in checks:
         verdict = "[green]passed[/]" if check.passed else "[bold red]FAILED[/]"
-        table.add_row(Text(check.name), format_diff(check.max_abs_diff), format_diff(check.tolerance), verdict)
+        table.add_row(
+            Text(check.name), format_diff(check.max_abs_diff), format_diff(check.tolerance),
+            format_used(check.worst_ratio), verdict,
+        )
     return table
+
+
+def failure_lines(checks: list[Check]) -> list[str]:
+    """Where each failed step-local check first went wrong, one sentence each."""
+    lines = []
+    for check in checks:
+        bad = check.first_bad
+        if check.passed or bad is None:
+            continue
+        where = check.name.split(":")[0]
+        lines.append(
+            f"FAILED {where}: first at step {bad['step']}, sequence {bad['sequence']}: "
+            f"{bad['quantity']}[{bad['unit']}] = {bad['value']:.7g}, float64 step gives "
+            f"{bad['reference']:.7g} (|diff| {format_diff(abs(bad['value'] - bad['reference']))} > "
+            f"bound {format_diff(bad['bound'])})"
+        )
+    return lines
+
+
+def shadow_lines(shadow, shadow_note: str | None) -> list[str]:
+    """The float64 shadow in plain sentences: each path's end-to-end error and the model's
+    sensitivity (a report; the verdict is the step-local check)."""
+    if shadow is None:
+        return [f"float64 shadow: {shadow_note}"] if shadow_note else []
+    parts = []
+    for error in shadow.errors:
+        states = ""
+        if error.h_n_max_abs_diff is not None:
+            states = f" (h_n {format_diff(error.h_n_max_abs_diff)}, c_n {format_diff(error.c_n_max_abs_diff)})"
+        parts.append(f"{error.path} {format_diff(error.output_max_abs_diff)}{states}")
+    lines = [f"Distance from float64 ({shadow.description}), output max |diff|: " + "; ".join(parts)]
+    values = [e.output_max_abs_diff for e in shadow.errors]
+    if len(values) == 2 and all(v == v for v in values):
+        low, high = sorted(values)
+        if high > 10 * low and high > 0:
+            worse = shadow.errors[values.index(high)].path
+            lines.append(f"{worse} is {high / low if low else float('inf'):.3g}x further from float64.")
+        else:
+            lines.append("Both paths are about equally close to float64.")
+    if shadow.sentence:
+        lines.append(shadow.sentence)
+    else:
+        lines.append(
+            f"Sensitivity: a relative change of {shadow.perturbation:g} in the input moves the output by "
+            f"at most {format_diff(shadow.largest_growth)} (x{shadow.amplification:.2g} of 1e-7 |x|): not chaotic."
+        )
+    return lines
 
 
 def config_line(config: dict, device: str, dtype: str) -> str:

@@ -10,6 +10,13 @@ from rich.text import Text
 from lstm_cli.inspect import InspectResult
 from lstm_cli.render.common import checks_table, config_line, format_shape
 from lstm_cli.spec import GATE_MEANING
+from lstm_cli.verify.rule import COPY_ULPS
+
+
+def _identity_rule(rule: dict) -> str:
+    if rule["atol"] is not None or rule["rtol"] is not None:
+        return rule["description"]
+    return f"{COPY_ULPS:g} ulps of the value (one kernel writes both; {rule['dtype']})"
 
 
 def render_inspect(result: InspectResult, console: Console) -> None:
@@ -47,6 +54,7 @@ def render_inspect(result: InspectResult, console: Console) -> None:
             gates.add_row(gate, f"{start}:{stop}", GATE_MEANING[gate], activation)
         console.print(gates)
 
+    console.print(Text(f"Identities hold when each element is within {_identity_rule(result.rule)}."))
     console.print(checks_table(result.checks))
     if result.explain:
         console.print(Panel(Text("\n".join(result.explain)), title="the equations, with these shapes", title_align="left"))

@@ -1,0 +1,101 @@
+"""The tolerance rule every check shares.
+
+A checked value v (a gate, c_t or h_t of one step) passes when |v - v_ref| <= bound, element by
+element, where v_ref is the float64 reference. The default bound follows the rounding a path in
+the run's precision makes in one step, from the magnitudes of that very element (first-order
+error propagation; see README, "How a check decides"):
+
+    unit roundoff   u   = 2^-24 (float32), 2^-53 (float64), 2^-11 (float16), 2^-8 (bfloat16),
+                          plus 2^-53 for the float64 reference's own rounding
+    TF32 matmuls    u_in = 2^-11 (inputs rounded to 10 mantissa bits), else 0
+    pre-activation  z = x W_ih^T + h W_hh^T + b,  S = |x| |W_ih|^T + |h| |W_hh|^T + |b_ih| + |b_hh|
+                    e_z = GEMM_ULPS u (S + sqrt(K_x) |z_x| + sqrt(K_h) |z_h|) + 2 u_in S
+    gates           e_i = max sigma' on [z - e_z, z + e_z] * e_z + ACTIVATION_ULPS u |i|  (f, o alike;
+                    g with tanh')
+    cell            e_c = |c_prev| e_f + |g| e_i + i e_g + e_i e_g + ACTIVATION_ULPS u (|f c_prev| + |i g|)
+    hidden          e_r = |tanh c| e_o + o max tanh' on [c - e_c, c + e_c] * e_c + ACTIVATION_ULPS u |r|,
+                    r = o tanh(c); with proj_size: e_h = |W_hr| e_r + GEMM_ULPS u (S_r + sqrt(H) |h|)
+                    + 2 u_in S_r, S_r = |W_hr| |r|; else e_h = e_r
+
+The sqrt(K) |z| terms are the rounding of a long sum whose terms share a sign (partial sums
+drift towards the total); S covers sums of mixed signs. --atol/--rtol replace the whole bound by
+atol + rtol |v_ref| (numpy's allclose), on every command that checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lstm_cli.errors import UsageError
+
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+TF32_INPUT_ROUNDOFF = 2.0**-11
+# Measured (benchmarks/step_error.py): the largest error of one GEMM element was 1.9 u (S +
+# sqrt(K) |z|) over K = 8..4096, random, same-sign, sparse and offset data, MKL and oneDNN,
+# batched and single-row; 4 leaves a factor of two.
+GEMM_ULPS = 4.0
+# Activations, products and sums: each a rounding or two of its own result; vectorised exp/tanh
+# are within 2 ulps.
+ACTIVATION_ULPS = 4.0
+# Two copies of one value (output[-1] and h_n[-1] written by one kernel) may differ by this many
+# ulps of the value where a backend stores them through different paths.
+COPY_ULPS = 4.0
+
+FORMULA = (
+    "|value - float64 step| <= bound per element; bound from one step's rounding in the run's precision: "
+    f"e_z = {GEMM_ULPS:g} u (S + sqrt(K_x)|z_x| + sqrt(K_h)|z_h|) + 2 u_in S, propagated through the "
+    "activations, c = f c_prev + i g and h = o tanh(c) (README: How a check decides)"
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How close a checked value must be: derived from `dtype` (and TF32), or atol + rtol |ref|."""
+
+    dtype: str
+    tf32: bool = False
+    atol: float | None = None
+    rtol: float | None = None
+
+    @property
+    def overridden(self) -> bool:
+        return self.atol is not None or self.rtol is not None
+
+    @property
+    def u(self) -> float:
+        """Unit roundoff of the checked path plus that of the float64 reference."""
+        return UNIT_ROUNDOFF[self.dtype] + UNIT_ROUNDOFF["float64"]
+
+    @property
+    def u_in(self) -> float:
+        return TF32_INPUT_ROUNDOFF if self.tf32 else 0.0
+
+    def fixed_bound(self, reference):
+        """atol + rtol |reference| (the user's override); works on floats and tensors."""
+        return (self.atol or 0.0) + (self.rtol or 0.0) * abs(reference)
+
+    def copy_bound(self, reference):
+        """For two copies of one value: COPY_ULPS ulps of it, or the override."""
+        if self.overridden:
+            return self.fixed_bound(reference)
+        return COPY_ULPS * UNIT_ROUNDOFF[self.dtype] * abs(reference)
+
+    def describe(self) -> str:
+        if self.overridden:
+            return f"|diff| <= {self.atol or 0:g} + {self.rtol or 0:g} |reference| (--atol/--rtol)"
+        precision = self.dtype + (" with TF32 matmuls" if self.tf32 else "")
+        return f"one step's rounding in {precision}, element by element (u = {UNIT_ROUNDOFF[self.dtype]:.3g})"
+
+    def as_dict(self) -> dict:
+        return {
+            "dtype": self.dtype, "tf32": self.tf32, "atol": self.atol, "rtol": self.rtol,
+            "unit_roundoff": UNIT_ROUNDOFF[self.dtype], "description": self.describe(),
+            "formula": None if self.overridden else FORMULA,
+        }
+
+
+def check_tolerances(atol: float | None, rtol: float | None) -> None:
+    """--atol and --rtol: finite and >= 0, one line otherwise."""
+    for name, value in (("--atol", atol), ("--rtol", rtol)):
+        if value is not None and not (value >= 0 and value != float("inf")):
+            raise UsageError(f"{name} must be a finite number >= 0 (got {value})")
