@@ -4,7 +4,7 @@ Runs each command's core in one process (after a warm-up run, so one-time initia
 counted) at bench's preset sizes and reports, per command, the wall time and the share spent in
 the step-local check and in the shadow. Issue 11 asks for no more than 10% at the large preset.
 
-    .venv/bin/python benchmarks/verify_cost.py [seed medium large] [--threads N]
+    .venv/bin/python benchmarks/verify_cost.py [seed medium large] [--threads N] [--device cuda]
 """
 
 import argparse
@@ -41,15 +41,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("presets", nargs="*", default=list(PRESETS))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     timed(gates, "step_checks", "check")
     timed(gates, "run_shadow_for", "shadow")
     timed(compare_cell, "check_direction", "check")
     timed(compare_cell, "run_shadow", "shadow")
-    print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}")
     for name in args.presets:
-        spec = LSTMSpec(device="cpu", **PRESETS[name])
+        spec = LSTMSpec(device=args.device, **PRESETS[name])
         runs = {
             "gates": lambda: gates.run_gates(spec, GatesOptions()),
             "compare-cell": lambda: compare_cell.run_compare(spec, repeat=5),

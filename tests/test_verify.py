@@ -323,3 +323,18 @@ def test_a_sampled_check_still_catches_a_planted_mistake(run_cli, monkeypatch):
     doc = run_cli("compare-cell", "--json", "--repeat", "0", "--batch-size", "8").json()
     assert doc["checked"] != "every sequence, every step"
     assert not doc["passed"] and doc["checks"][0]["first_bad"]["step"] == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tf32", [False, True])
+def test_trained_model_on_cuda_passes_and_a_planted_mistake_fails(run_cli, monkeypatch, tf32):
+    flags = [*COUNTER, "--device", "cuda", "--seq-len", "1000", "--json"]
+    cc = run_cli("compare-cell", "--repeat", "1", *flags, *(["--allow-tf32"] if tf32 else []))
+    assert cc.code == 0, cc.stderr
+    assert cc.json()["rule"]["tf32"] is tf32
+    assert run_cli("gates", *flags).code == 0
+    original = cells.cells_from_lstm
+    monkeypatch.setattr(cells, "cells_from_lstm", lambda lstm: plant("swap")(original(lstm)))
+    bad = run_cli("compare-cell", "--repeat", "0", *flags, *(["--allow-tf32"] if tf32 else []))
+    failed = [c for c in bad.json()["checks"] if not c["passed"]]
+    assert bad.code == 1 and failed[0]["name"].startswith("layer 1 forward") and failed[0]["first_bad"]["step"] == 0

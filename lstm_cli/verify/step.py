@@ -232,7 +232,7 @@ class _Worst:
         bad = ~(flat <= flat_bound)  # NaN is bad
         if not bad.any():
             return
-        rows = bad.any(1).nonzero().flatten()
+        rows = bad.any(1).nonzero().flatten().cpu()  # steps and seqs live on the CPU
         order = steps[rows] * (-1 if self.reverse else 1) * (len(sequence_ids) + 1) + seqs[rows]
         first = int(rows[int(torch.argmin(order))])
         step, sequence = int(steps[first]), sequence_ids[int(seqs[first])]
