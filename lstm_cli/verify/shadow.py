@@ -28,7 +28,7 @@ PERTURBATION = 1e-7
 # Measured (README): random PyTorch-init LSTMs 0.01-0.3, the trained counter model (an
 # integrator whose |c| grows to 150) 5-40, the chaotic model (W_hh x 8) 1e6 and more.
 CHAOTIC_AMPLIFICATION = 1e4
-SHADOW_FREE_MACS = 1 << 27
+SHADOW_FREE_MACS = 1 << 30
 SHADOW_SHARE = 16
 # A float64 step of a couple of sequences is memory-bound: it costs about as much as this many
 # rows of a batched step.
