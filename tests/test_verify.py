@@ -267,32 +267,69 @@ def test_padding_leaking_into_a_packed_sequence_fails(run_cli, monkeypatch, weig
     assert any("last valid step" in n for n in names)
 
 
+def spoil_weights(w: model.DirectionWeights, kind: str) -> model.DirectionWeights:
+    w_ih, w_hh, b_ih, b_hh = (t.clone() for t in (w.w_ih, w.w_hh, w.b_ih, w.b_hh))
+    H = w_hh.shape[0] // 4
+    if kind == "weight":
+        w_ih.view(-1)[int(w_ih.abs().argmax())] *= 1 + 1e-3
+    elif kind == "swap":
+        for p in (w_ih, w_hh, b_ih, b_hh):
+            p[: 2 * H] = torch.cat([p[H : 2 * H].clone(), p[:H].clone()])
+    else:
+        b_hh.zero_()
+    return model.DirectionWeights(w_ih, w_hh, b_ih, b_hh, w.w_hr)
+
+
+CAPTURE_PLANTS = {
+    # kind: (flags, failing check, its first bad step); random weights use the seed's sizes
+    "weight": ([], "layer 0 forward", 0),
+    "swap": ([], "layer 0 forward", 0),
+    "bias": ([], "layer 0 forward", 0),
+    "projection": (["--proj-size", "4"], "layer 0 forward", 0),
+    "backward": (["--bidirectional"], "layer 0 backward", None),  # None: the sequence's last step
+    # backward order meets sequence 2 (length 7) at its last step, 6, before sequence 1 (length 4)
+    "padding": (["--bidirectional", "--lengths", "{T},4,7"], "layer 0 backward", 6),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("weights", ["random", "trained"])
 @pytest.mark.parametrize("method", ["loop", "recompute"])
-@pytest.mark.parametrize("kind", ["weight", "swap", "bias"])
-def test_planted_mistakes_in_the_capture_fail(run_cli, monkeypatch, method, kind):
-    real = gates_module.direction_weights
+@pytest.mark.parametrize("kind", list(CAPTURE_PLANTS))
+def test_planted_mistakes_in_the_capture_fail(run_cli, monkeypatch, trained_bidirectional, kind, method, weights, dtype):
+    flags, where, step = CAPTURE_PLANTS[kind]
+    if kind == "padding" and method == "recompute":
+        pytest.skip("recompute reads nn.LSTM's own padded output; the loop is what can leak")
+    if weights == "trained":
+        if kind == "projection":
+            pytest.skip("the trained examples have no projection")
+        bidirectional = "--bidirectional" in flags
+        flags = [*flags, *(trained_bidirectional if bidirectional else [*COUNTER]), "--seq-len", "50"]
+    T = int(flags[flags.index("--seq-len") + 1]) if "--seq-len" in flags else 10
+    flags = [f.replace("{T}", str(T)) for f in flags]
+    if kind in ("weight", "swap", "bias"):
+        real = gates_module.direction_weights
+        monkeypatch.setattr(gates_module, "direction_weights",
+                            lambda lstm, layer, d: spoil_weights(real(lstm, layer, d), kind) if layer == 0 else real(lstm, layer, d))
+    elif kind == "projection":  # keep the first P units instead of projecting
+        real_rebuild = gates_module.rebuild_h
 
-    def spoiled(lstm, layer, direction):
-        w = real(lstm, layer, direction)
-        if layer != 0:
-            return w
-        w_ih, w_hh, b_ih, b_hh = (t.clone() for t in (w.w_ih, w.w_hh, w.b_ih, w.b_hh))
-        H = w_hh.shape[0] // 4
-        if kind == "weight":
-            w_ih.view(-1)[int(w_ih.abs().argmax())] *= 1 + 1e-3
-        elif kind == "swap":
-            for p in (w_ih, w_hh, b_ih, b_hh):
-                p[: 2 * H] = torch.cat([p[H : 2 * H].clone(), p[:H].clone()])
-        else:
-            b_hh.zero_()
-        return model.DirectionWeights(w_ih, w_hh, b_ih, b_hh, w.w_hr)
+        def truncating(c, o, w, out, raw=None):
+            P, H = w.w_hr.shape
+            return real_rebuild(c, o, model.DirectionWeights(w.w_ih, w.w_hh, w.b_ih, w.b_hh, torch.eye(P, H, dtype=c.dtype)), out, raw)
 
-    monkeypatch.setattr(gates_module, "direction_weights", spoiled)
-    result = run_cli("gates", "--json", "--method", method, *COUNTER, "--seq-len", "200")
-    assert result.code == 1
-    checks = result.json()["checks"]
-    assert [c["passed"] for c in checks] == [False, True]
-    assert checks[0]["first_bad"]["step"] == 0
+        monkeypatch.setattr(gates_module, "rebuild_h", truncating)
+    elif kind == "backward":
+        for capture in (gates_module.LoopCapture, gates_module.RecomputeCapture):
+            real_run = capture.run
+            monkeypatch.setattr(capture, "run", lambda self, x, h, w, reverse, b, n, real_run=real_run: real_run(self, x, h, w, False, b, n))
+    else:  # every row runs at every step: padding flows into the states of short sequences
+        monkeypatch.setattr(gates_module.WorkingBatch, "size_at", lambda self, t: self.B)
+    result = run_cli("gates", "--json", "--method", method, "--dtype", dtype, *flags)
+    assert result.code == 1, result.stderr
+    failed = [c for c in result.json()["checks"] if not c["passed"]]
+    assert failed[0]["name"].startswith(where), failed
+    assert failed[0]["first_bad"]["step"] == (T - 1 if step is None else step)
 
 
 def test_overrides_mean_the_same_on_every_command(run_cli):
