@@ -6,7 +6,6 @@ level), so `lstm-cli --help` stays fast; each command imports its core lazily.
 
 import inspect as pyinspect
 from contextlib import nullcontext
-import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any

@@ -188,6 +188,11 @@ class WorkingBatch:
         return x if self.order is None else x.index_select(dim, self.inverse)
 
 
+def working_row(batch: WorkingBatch, n: int) -> int:
+    """The row of the working batch that holds sequence n of the user's batch."""
+    return int(batch.inverse[n]) if batch.order is not None else n
+
+
 # -- the two capture methods ----------------------------------------------------------------------
 
 
@@ -523,9 +528,7 @@ class DirectionRecorder:
                 "c": like.new_full((T, B, H), nan),
                 "h": like.new_full((T, B, H_out), nan),
             }
-        self.row = None if keep_sequence is None else int(
-            (batch.inverse[keep_sequence] if batch.order is not None else keep_sequence)
-        )
+        self.row = None if keep_sequence is None else working_row(batch, keep_sequence)
         self.sequence = None
         if keep_sequence is not None:
             self.sequence = {"gates": like.new_full((T, 4, H), nan), "c": like.new_full((T, H), nan)}
@@ -559,18 +562,15 @@ class SampleRecorder:
     output (verify.shadow)."""
 
     def __init__(self, sample: Sample, batch: WorkingBatch, reverse: bool, shadowed: int, last: bool):
-        lengths = [batch.lengths[int(self._row(batch, n))] for n in sample.sequences]
+        lengths = [batch.lengths[working_row(batch, n)] for n in sample.sequences]
         self.lengths = lengths
         self.steps = kept_steps(sample, lengths, reverse)
         self.slot = {t: k for k, t in enumerate(self.steps)}
-        self.rows = torch.tensor([int(self._row(batch, n)) for n in sample.sequences])
+        self.rows = torch.tensor([working_row(batch, n) for n in sample.sequences])
         self.shadow_rows = self.rows[:shadowed] if last else None
         self.store: dict[str, torch.Tensor] = {}
         self.output: torch.Tensor | None = None
 
-    @staticmethod
-    def _row(batch: WorkingBatch, n: int):
-        return batch.inverse[n] if batch.order is not None else n
 
     def add(self, chunk: Chunk, x: torch.Tensor, h_fed: torch.Tensor | None) -> None:
         """x: the layer input (T, B, in); h_fed: the h sequence the method's recurrence read
@@ -747,7 +747,7 @@ def run_shadow_for(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, referen
     if isinstance(run, str):
         return None, run
     last = [capture.sampled[(spec.num_layers - 1, d)].output for d in spec.directions()]
-    rows = torch.tensor([int(SampleRecorder._row(capture.batch, n)) for n in shadowed], device=capture.h_n.device)
+    rows = torch.tensor([working_row(capture.batch, n) for n in shadowed], device=capture.h_n.device)
     h_n = reference.h_n.unsqueeze(1) if spec.unbatched else reference.h_n
     c_n = reference.c_n.unsqueeze(1) if spec.unbatched else reference.c_n
     users = torch.tensor(shadowed, device=h_n.device)

@@ -67,6 +67,18 @@ def failure_lines(checks: list[Check]) -> list[str]:
     return lines
 
 
+def print_verdict(console, checks: list[Check], path: str, start: str, checked: str, rule: dict) -> None:
+    """The step-local verdict of a checked path: what was recomputed, the checks table, and
+    where each failed check first went wrong."""
+    console.print(Text(
+        f"Verdict: each step of the {path} recomputed in float64 from {start} ({checked}); "
+        f"bound: {rule['description']}."
+    ))
+    console.print(checks_table(checks, title=f"{path[0].upper()}{path[1:]}, step by step"))
+    for line in failure_lines(checks):
+        console.print(Text(line, style="bold red"))
+
+
 def shadow_lines(shadow, shadow_note: str | None) -> list[str]:
     """The float64 shadow in plain sentences: each path's end-to-end error and the model's
     sensitivity (a report; the verdict is the step-local check)."""

@@ -7,9 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.compare_cell import CompareResult
-from lstm_cli.render.common import (
-    checks_table, config_line, failure_lines, format_diff, format_shape, shadow_lines, sparkline,
-)
+from lstm_cli.render.common import config_line, format_diff, format_shape, print_verdict, shadow_lines, sparkline
 
 
 def render_compare_cell(result: CompareResult, console: Console) -> None:
@@ -29,13 +27,8 @@ def render_compare_cell(result: CompareResult, console: Console) -> None:
     console.print(stack)
     console.print(Text(f"output {format_shape(result.output_shape)}; each step feeds x_t and (h, c) to the cell"))
 
-    console.print(Text(
-        f"Verdict: each step of the loop recomputed in float64 from the state the loop started it "
-        f"from ({result.checked}); bound: {result.rule['description']}."
-    ))
-    console.print(checks_table(result.checks, title="LSTMCell loop, step by step"))
-    for line in failure_lines(result.checks):
-        console.print(Text(line, style="bold red"))
+    print_verdict(console, result.checks, "LSTMCell loop", "the state the loop started it from",
+                  result.checked, result.rule)
 
     ends = Table(title="End to end, loop vs reference (reported, not judged)", title_justify="left")
     for column in ("layer", "direction", "h_n |diff|", "c_n |diff|"):

@@ -13,9 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.gates import GatesResult, Heatmap, LayerGates
-from lstm_cli.render.common import (
-    checks_table, config_line, failure_lines, format_diff, shadow_lines, stderr_progress,
-)
+from lstm_cli.render.common import config_line, format_diff, print_verdict, shadow_lines, stderr_progress
 from lstm_cli.spec import GATE_MEANING, GATES, LSTMSpec
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -165,14 +163,8 @@ def render_gates(result: GatesResult, console: Console, per_step: bool = False) 
             console.print(per_step_tables(entry))
     if result.heatmap is not None:
         console.print(heatmap_lines(result.heatmap))
-    following = "nn.LSTM's h and its own c" if result.method == "recompute" else "its own state"
-    console.print(Text(
-        f"Verdict: each step of the capture recomputed in float64 from {following} "
-        f"({result.checked}); bound: {result.rule['description']}."
-    ))
-    console.print(checks_table(result.checks, title="Gate capture, step by step"))
-    for line in failure_lines(result.checks):
-        console.print(Text(line, style="bold red"))
+    start = "nn.LSTM's h and its own c" if result.method == "recompute" else "its own state"
+    print_verdict(console, result.checks, "gate capture", start, result.checked, result.rule)
     ends = result.end_to_end
     console.print(Text(
         f"End to end against nn.LSTM (reported, not judged): output {format_diff(ends.output_max_abs_diff)}, "

@@ -68,7 +68,6 @@ class ShadowRun:
     """The float64 outputs of the shadowed sequences, before the paths are compared."""
 
     sequences: list[int]
-    lengths: list[int]  # valid steps of each shadowed sequence
     steps: int
     complete: bool
     device: torch.device
@@ -165,7 +164,7 @@ def run_shadow(lstm: nn.LSTM, x_tm: torch.Tensor, lengths: tuple[int, ...] | Non
     complete = all(f is not None for f in finals)
     which = f"sequence{'s' if len(sequences) > 1 else ''} {', '.join(map(str, sequences))}"
     description = f"{which}, every step" if complete else f"{which}, steps 0-{steps - 1} of {max(seq_lengths)}"
-    return ShadowRun(sequences, seq_lengths, steps, complete, device, outputs, finals, growth, input_scale, description)
+    return ShadowRun(sequences, steps, complete, device, outputs, finals, growth, input_scale, description)
 
 
 def _run_in_chunks(lstm: nn.LSTM, x: torch.Tensor, chunk: int = 256):
