@@ -104,8 +104,7 @@ def run_cells(
         for direction, (cell, w_hr) in enumerate(zip(cells, projections)):
             recorder = None
             if sample is not None:
-                lengths = [layer_input.shape[0] if spec.lengths is None else spec.lengths[n] for n in sample.sequences]
-                recorder = _Recorder(kept_steps(sample, lengths, direction == 1), sample.sequences, layer_input.device)
+                recorder = _Recorder(kept_steps(sample, direction == 1), sample.sequences, layer_input.device)
             out, h, c = _run_direction(cell, w_hr, layer_input, valid, reverse=direction == 1, recorder=recorder)
             outputs.append(out)
             finals.append((h, c))

@@ -17,11 +17,8 @@ from lstm_cli.runtime import collect_warnings, tf32_mode
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.timing import interleaved_seconds
 from lstm_cli.verify.rule import Rule
-from lstm_cli.verify.shadow import Shadow, run_shadow, shadow_step_macs
+from lstm_cli.verify.shadow import SHADOW_SEQUENCES, Shadow, run_shadow, shadow_step_macs
 from lstm_cli.verify.step import check_direction, choose_sample
-
-# Sequences the float64 shadow runs (from those the step-local check samples).
-SHADOW_SEQUENCES = 2
 
 
 @dataclass
@@ -143,11 +140,9 @@ def run_compare(
     for layer in range(len(stack.cells)):
         module, module_layer = (lstm, layer) if hidden_sizes is None else (references[layer], 0)
         for direction in directions:
-            record = looped.records[(layer, direction)]
-            lengths = [spec.seq_len if spec.lengths is None else spec.lengths[n] for n in sample.sequences]
             checks.append(check_direction(
                 f"layer {layer} {direction}: each step from the loop's own state",
-                module, module_layer, direction, record, sample, lengths, rule,
+                module, module_layer, direction, looped.records[(layer, direction)], sample, rule,
             ))
     if spec.lengths is not None:
         checks += _packing_checks(spec, looped, sample, directions, rule)
@@ -219,7 +214,7 @@ def _packing_checks(spec: LSTMSpec, looped: cells.StackRun, sample, directions, 
     for k, (h_final, c_final) in enumerate(looped.finals):
         layer, d = divmod(k, len(directions))
         record = looped.records[(layer, directions[d])]
-        slots = [record.steps.index(0 if d == 1 else spec.lengths[n] - 1) for n in sample.sequences]
+        slots = [record.steps.index(0 if d == 1 else length - 1) for length in sample.lengths]
         for final, state in ((h_final, record.h), (c_final, record.c)):
             finals.append(final.reshape(-1, final.shape[-1])[sample.sequences].flatten())
             states.append(state[slots, rows].flatten())

@@ -44,11 +44,8 @@ from lstm_cli.model import (
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import GATES, LSTMSpec
 from lstm_cli.verify.rule import Rule
-from lstm_cli.verify.shadow import Shadow, run_shadow, shadow_step_macs
+from lstm_cli.verify.shadow import SHADOW_SEQUENCES, Shadow, run_shadow, shadow_step_macs
 from lstm_cli.verify.step import PathRecord, Sample, check_direction, choose_sample, kept_steps
-
-# Sequences the float64 shadow runs (from those the step-local check samples).
-SHADOW_SEQUENCES = 2
 
 # Gate values computed at once: a chunk of steps holds about this many (x 4 bytes in float32),
 # so the working set is a few chunks whatever the sequence length.
@@ -562,9 +559,7 @@ class SampleRecorder:
     output (verify.shadow)."""
 
     def __init__(self, sample: Sample, batch: WorkingBatch, reverse: bool, shadowed: int, last: bool):
-        lengths = [batch.lengths[working_row(batch, n)] for n in sample.sequences]
-        self.lengths = lengths
-        self.steps = kept_steps(sample, lengths, reverse)
+        self.steps = kept_steps(sample, reverse)
         self.slot = {t: k for k, t in enumerate(self.steps)}
         self.rows = torch.tensor([working_row(batch, n) for n in sample.sequences])
         self.shadow_rows = self.rows[:shadowed] if last else None
@@ -732,7 +727,7 @@ def step_checks(spec: LSTMSpec, lstm: torch.nn.LSTM, capture: Capture, sample: S
     for (layer, direction), keeper in capture.sampled.items():
         checks.append(check_direction(
             f"layer {layer} {direction}: gates, c, h of each step from {state}",
-            lstm, layer, direction, keeper.record(), sample, keeper.lengths, rule,
+            lstm, layer, direction, keeper.record(), sample, rule,
         ))
     return checks
 

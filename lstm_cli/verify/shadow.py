@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 PERTURBATION = 1e-7
+# Sequences shadowed: the first of those the step-local check samples.
+SHADOW_SEQUENCES = 2
 # Growth of the perturbation, relative to 1e-7 |x|, from which the model counts as chaotic.
 # Measured (README): random PyTorch-init LSTMs 0.01-0.3, the trained counter model (an
 # integrator whose |c| grows to 150) 5-40, the chaotic model (W_hh x 8) 1e6 and more.

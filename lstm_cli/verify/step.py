@@ -41,6 +41,14 @@ class Sample:
     stride: int
     batch: int
     seq_len: int
+    batch_lengths: tuple[int, ...] | None = None  # --lengths of the whole batch, None: all seq_len
+
+    @property
+    def lengths(self) -> list[int]:
+        """Valid steps of each sampled sequence, in the order of `sequences`."""
+        if self.batch_lengths is None:
+            return [self.seq_len] * len(self.sequences)
+        return [self.batch_lengths[n] for n in self.sequences]
 
     def steps(self, length: int, reverse: bool) -> list[int]:
         """Checked steps of a sequence of `length` valid steps, in processing order."""
@@ -76,7 +84,7 @@ def choose_sample(batch: int, seq_len: int, macs_per_row: int, lengths: tuple[in
     budget = max(CHECK_FREE_MACS, forward_macs // CHECK_SHARE) / 3
     rows = max(1, int(budget // macs_per_row))
     if rows >= batch * seq_len:
-        return Sample(list(range(batch)), 1, batch, seq_len)
+        return Sample(list(range(batch)), 1, batch, seq_len, lengths)
     count = max(1, min(batch, rows // seq_len))
     sequences = sorted({round(k * (batch - 1) / max(count - 1, 1)) for k in range(count)}) if count > 1 else [0]
     if lengths is not None:
@@ -84,7 +92,7 @@ def choose_sample(batch: int, seq_len: int, macs_per_row: int, lengths: tuple[in
         if shortest not in sequences:
             sequences = sorted(sequences[:-1] + [shortest]) if len(sequences) > 1 else sorted({0, shortest})
     stride = max(1, math.ceil(seq_len * len(sequences) / rows))
-    return Sample(sequences, stride, batch, seq_len)
+    return Sample(sequences, stride, batch, seq_len, lengths)
 
 
 @dataclass
@@ -100,11 +108,11 @@ class PathRecord:
     gates: torch.Tensor | None  # (.., n, 4, H) after the activations, where the path has them
 
 
-def kept_steps(sample: Sample, lengths: list[int], reverse: bool) -> list[int]:
-    """Steps a recorder keeps for these sequences (lengths: their valid steps): every checked
-    step and the step before it in processing order."""
+def kept_steps(sample: Sample, reverse: bool) -> list[int]:
+    """Steps a recorder keeps for the sampled sequences: every checked step and the step before
+    it in processing order."""
     keep: set[int] = set()
-    for length in set(lengths):
+    for length in set(sample.lengths):
         for t in sample.steps(length, reverse):
             keep.add(t)
             before = t + 1 if reverse else t - 1
@@ -270,10 +278,11 @@ def previous_state(record: torch.Tensor, steps: list[int], lengths: torch.Tensor
 
 
 def check_direction(name: str, reference: torch.nn.LSTM, layer: int, direction: str, record: PathRecord,
-                    sample: Sample, lengths: list[int], rule: Rule) -> Check:
-    """Every checked step of one layer x direction of the sampled sequences (lengths: their
-    valid steps, in the order of record's batch dimension) against the float64 step computed
-    with `reference`'s own weights (read here, not from the checked path)."""
+                    sample: Sample, rule: Rule) -> Check:
+    """Every checked step of one layer x direction of the sampled sequences (record's batch
+    dimension in the order of sample.sequences) against the float64 step computed with
+    `reference`'s own weights (read here, not from the checked path)."""
+    lengths = sample.lengths
     device = record.c.device if record.c.device.type != "mps" else torch.device("cpu")
     w = Weights64.of(direction_weights(reference, layer, direction), device)
     reverse = direction == "backward"
