@@ -73,13 +73,23 @@ def cells_from_lstm(lstm: nn.LSTM) -> CellStack:
 
 
 def free_form_cells(spec: LSTMSpec, hidden_sizes: tuple[int, ...], device, dtype) -> CellStack:
-    """The seed's hand-made stack (e.g. 100 -> 30 -> 20): cells of different widths, each with
-    PyTorch's init U(-1/sqrt(H_k), 1/sqrt(H_k)) drawn from the weight generator."""
+    """The seed's hand-made stack (e.g. 100 -> 30 -> 20): cells of different widths, with the
+    weights of --weights when it holds such a stack, else each with PyTorch's init
+    U(-1/sqrt(H_k), 1/sqrt(H_k)) drawn from the weight generator."""
+    loaded = None
+    if spec.weights is not None:
+        from lstm_cli.sources import find_lstm
+
+        loaded = find_lstm(spec.weights, spec.key, spec.trust_checkpoint).state
     generator = weight_generator(spec)  # one stream across the cells, each with its own bound
     cells, width = [], spec.input_size
-    for hidden in hidden_sizes:
+    for layer, hidden in enumerate(hidden_sizes):
         cell = nn.LSTMCell(width, hidden, bias=spec.bias, dtype=torch.float32)
-        init_uniform(cell, hidden, generator)
+        if loaded is None:
+            init_uniform(cell, hidden, generator)
+        else:
+            cell = cell.to(loaded["weight_ih_l0"].dtype)
+            cell.load_state_dict({name: loaded[f"{name}_l{layer}"] for name, _ in cell.named_parameters()})
         cells.append([cell.to(device=device, dtype=dtype).eval()])
         width = hidden
     return CellStack(cells, [[None] for _ in cells])

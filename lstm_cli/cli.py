@@ -62,10 +62,11 @@ SHARED_FLAGS: list[tuple[str, Any]] = [
     ("seed", Annotated[int, _option("--seed", help="Seeds two separate generators: weights and input.")]),
     ("lengths", Annotated[str | None, _option("--lengths", help="Per-sequence lengths, e.g. 10,7,3: a packed, variable-length batch.")]),
     ("unbatched", Annotated[bool, _option("--unbatched", help="Input (L, H_in) with no batch dimension.")]),
-    ("weights", Annotated[str | None, _files("--weights", help="Load the LSTM from a state_dict (.pt, nested or prefixed), .safetensors or .npz; its shapes set the architecture.")]),
-    ("key", Annotated[str | None, _files("--key", help="Prefix of the LSTM to use when --weights holds several (e.g. model.encoder.rnn).")]),
+    ("weights", Annotated[str | None, _files("--weights", help="Load the LSTM from a checkpoint: PyTorch state_dict (nn.LSTM or LSTMCells, nested or prefixed), TorchScript, safetensors, npz, ONNX or Keras .h5/.keras, told apart by content; its shapes set the architecture.")]),
+    ("key", Annotated[str | None, _files("--key", help="Which LSTM to use when --weights holds several: a state_dict prefix (model.encoder.rnn), an ONNX node or a Keras layer name.")]),
     ("input", Annotated[str | None, _files("--input", help="Input tensor (.pt or .npy): (L, N, H_in), (N, L, H_in) with --batch-first, or (L, H_in); sets seq-len and batch size.")]),
-    ("save_weights", Annotated[str | None, _files("--save-weights", help="Write the weights that ran as a state_dict (.pt, .safetensors or .npz), to rerun with --weights.")]),
+    ("save_weights", Annotated[str | None, _files("--save-weights", help="Write the weights that ran as a state_dict (.pt, .pth, .safetensors or .npz), to rerun with --weights.")]),
+    ("trust_checkpoint", Annotated[bool, _files("--trust-checkpoint", help="Load a --weights file that pickles whole Python objects (a saved nn.Module). Unpickling can run any code in the file: only for files you trust.")]),
 ]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
@@ -90,7 +91,7 @@ def spec_from_flags(flags: dict[str, Any], explicit: set[str] = frozenset()) -> 
         from lstm_cli.sources import check_save_path  # torch-side: only when a file is involved
 
         check_save_path(flags["save_weights"])
-    if flags.get("weights") or flags.get("input") or flags.get("key") is not None:
+    if flags.get("weights") or flags.get("input") or flags.get("key") is not None or flags.get("trust_checkpoint"):
         from lstm_cli.sources import resolve_flags
 
         flags = resolve_flags(flags, explicit)
@@ -134,7 +135,7 @@ def emit(result: Any, as_json: bool, render: Callable[[Any, Any], None]) -> int:
 
     try:
         if as_json:
-            sys.stdout.write(to_json(result) + "\n")
+            sys.stdout.write(to_json(result, lift=("config", "source")) + "\n")
             sys.stdout.flush()
         else:
             render(result, make_console())
@@ -185,6 +186,9 @@ def inspect_command(
     i, f, g, o gate blocks, the total against the closed-form count, and the identities
     that connect output and h_n (batch_first, bidirectional, proj_size and packed forms).
     """
+    from lstm_cli.spec import check_runs_as_loaded
+
+    check_runs_as_loaded(spec, "inspect", activations=True)
     check_tolerances(atol, rtol)
     from lstm_cli.inspect import run_inspect
     from lstm_cli.render.inspect import render_inspect
@@ -227,11 +231,13 @@ def compare_cell_command(
     first bad step). The end-to-end difference of output, h_n and c_n is reported beside each
     path's distance from a float64 run, with a sentence when the model is chaotic.
     """
-    from lstm_cli.spec import check_free_form, parse_hidden_sizes
+    from lstm_cli.spec import check_free_form, check_runs_as_loaded, parse_hidden_sizes
 
+    check_runs_as_loaded(spec, "compare-cell", stacks=True)
     sizes = parse_hidden_sizes(hidden_sizes)
     if sizes is not None:
         check_free_form(spec, explicit_flags(ctx))
+    sizes = sizes or spec.stack_widths
     check_tolerances(atol, rtol)
     if not 0 <= repeat <= 10_000:
         raise UsageError(f"--repeat must be between 0 and 10000 (got {repeat})")
@@ -294,7 +300,9 @@ def gates_command(
     reported, with each path's distance from a float64 run.
     """
     from lstm_cli.gates_options import make_options
+    from lstm_cli.spec import check_runs_as_loaded
 
+    check_runs_as_loaded(spec, "gates", activations=True)
     options = make_options(
         spec, heatmap=heatmap, sequence=sequence, sat_low=sat_low, sat_high=sat_high,
         tanh_sat_low=tanh_sat_low, tanh_sat_high=tanh_sat_high, method=method, export=export, plot=plot,
@@ -348,6 +356,9 @@ def bench_command(
         raise UsageError(f"--repeat must be between 1 and 1000 (got {repeat})")
     if method not in ("auto", "loop", "recompute"):
         raise UsageError(f"--method must be auto, loop or recompute (got {method!r})")
+    from lstm_cli.spec import check_runs_as_loaded
+
+    check_runs_as_loaded(spec, "bench")
 
     from lstm_cli.bench import bench_specs, run_bench
     from lstm_cli.render.bench import render_bench
@@ -399,12 +410,13 @@ def gradients_command(
     not finite. --bidirectional and --lengths are
     refused: both leave no single last step to count back from.
     """
-    from lstm_cli.spec import check_gradients_flags, parse_cells
+    from lstm_cli.spec import check_gradients_flags, check_runs_as_loaded, parse_cells
 
     chosen = parse_cells(cells)
     if spec.weights is not None and ctx.get_parameter_source("cells").name in ("DEFAULT", "DEFAULT_MAP"):
         chosen = ("lstm",)  # a loaded model alone; --cells rnn,gru,lstm adds same-size references
     check_gradients_flags(spec, chosen, forget_bias)
+    check_runs_as_loaded(spec, "gradients")
     target = None
     if plot is not None:
         from lstm_cli.render.gradients_plot import check_png_path, require_matplotlib

@@ -61,7 +61,7 @@ def build_lstm(spec: LSTMSpec, placement: Placement) -> nn.LSTM:
         from lstm_cli.sources import find_lstm
 
         lstm = nn.LSTM(**kwargs, dtype=placement.dtype)
-        lstm.load_state_dict(find_lstm(spec.weights, spec.key).state)
+        lstm.load_state_dict(find_lstm(spec.weights, spec.key, spec.trust_checkpoint).state)
         return lstm.to(device=placement.device).eval()
     lstm = nn.LSTM(**kwargs, dtype=torch.float32)
     init_uniform(lstm, spec.hidden_size, weight_generator(spec))

@@ -25,8 +25,16 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def to_json(result: Any) -> str:
-    return json.dumps(jsonable(result), indent=2, allow_nan=False)
+def to_json(result: Any, lift: tuple[str, str] | None = None) -> str:
+    """One JSON document; `lift` (outer, inner) moves document[outer][inner] to the top level
+    when set (config.source -> source: what a script asks first of a loaded model)."""
+    document = jsonable(result)
+    if lift is not None and isinstance(document, dict):
+        outer, inner = lift
+        value = (document.get(outer) or {}).pop(inner, None)
+        if value is not None:
+            document[inner] = value
+    return json.dumps(document, indent=2, allow_nan=False)
 
 
 def make_console(stderr: bool = False):

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
-import re
-import zipfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,15 +19,18 @@ import numpy as np
 import torch
 
 from lstm_cli.errors import UsageError
+from lstm_cli.guard import PROG
+from lstm_cli.formats import read_file
+from lstm_cli.formats.base import FormatError, Found
+from lstm_cli.formats.named_tensors import LSTM_PARAM
+from lstm_cli.formats.torch_file import load_weights_only
 from lstm_cli.paths import writable_file
 
-WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".npz")
 SAVE_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
-_PARAM = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
 ARCHITECTURE_FIELDS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "bias")
 
 
-# -- reading tensors --------------------------------------------------------------------------
+# -- finding the LSTM in a checkpoint -------------------------------------------------------
 
 
 def _check_readable(path: str, flag: str) -> Path:
@@ -45,99 +46,17 @@ def _check_readable(path: str, flag: str) -> Path:
     return file
 
 
-def _looks_like_safetensors(file: Path) -> bool:
-    with open(file, "rb") as handle:
-        head = handle.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < file.stat().st_size
-
-
-def _is_npz(file: Path) -> bool:
-    if not zipfile.is_zipfile(file):
-        return False
-    try:
-        with zipfile.ZipFile(file) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return bool(names) and all(name.endswith(".npy") for name in names)
-
-
-def _flatten(value: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
-    """Every tensor in nested dicts/lists, named by its dotted path (Lightning's
-    {"state_dict": {...}, "epoch": 3} gives "state_dict.model.rnn.weight_ih_l0")."""
-    if isinstance(value, torch.Tensor):
-        out[prefix] = value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _flatten(item, f"{prefix}.{index}" if prefix else str(index), out)
-
-
-def _torch_load(file: Path, flag: str) -> Any:
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        blocked = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (it asks for {blocked.group(1)})" if blocked else ""
-        raise UsageError(
-            f"{flag} {file}: refusing to load it: it needs arbitrary Python objects unpickled{what}, "
-            "which could run code; save a state_dict instead: torch.save(model.state_dict(), path)"
-        ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, IndexError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{flag} {file}: not a readable torch file (truncated or corrupt?): {reason[:160]}") from None
-
-
 def _file_version(file: Path) -> tuple[int, int]:
     stat = file.stat()
     return stat.st_mtime_ns, stat.st_size
 
 
-def load_tensors(path: str, flag: str = "--weights") -> dict[str, torch.Tensor]:
-    """All tensors in a torch, safetensors or npz file, by dotted name, on the CPU.
-    Cached per file version: a run reads its checkpoint once however many steps look at it."""
-    file = _check_readable(path, flag)
-    return _load_tensors(file, flag, _file_version(file))
-
-
-@functools.lru_cache(maxsize=4)
-def _load_tensors(file: Path, flag: str, version: tuple[int, int]) -> dict[str, torch.Tensor]:
-    path = str(file)
-    if file.suffix == ".safetensors" or (file.suffix not in (".npz",) and _looks_like_safetensors(file)):
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise UsageError(
-                f"{flag} {path}: reading .safetensors needs the safetensors package: "
-                "pip install 'lstm-cli[safetensors]'"
-            ) from None
-        try:
-            return dict(load_file(str(file), device="cpu"))
-        except Exception as exc:  # safetensors raises its own SafetensorError
-            raise UsageError(f"{flag} {path}: not a readable safetensors file: {str(exc)[:160]}") from None
-    if file.suffix == ".npz" or _is_npz(file):
-        try:
-            with np.load(file, allow_pickle=False) as archive:
-                return {name: torch.from_numpy(np.array(archive[name])) for name in archive.files}
-        except ValueError as exc:
-            raise UsageError(f"{flag} {path}: refusing to load it: {str(exc)[:160]}") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise UsageError(f"{flag} {path}: not a readable .npz file (truncated or corrupt?): {str(exc)[:120]}") from None
-    tensors: dict[str, torch.Tensor] = {}
-    _flatten(_torch_load(file, flag), "", tensors)
-    return tensors
-
-
-# -- finding LSTMs in a checkpoint ------------------------------------------------------------
-
-
 @dataclass
 class LSTMGroup:
-    """One nn.LSTM found in a checkpoint: where, its configuration, its parameters."""
+    """One LSTM found in a checkpoint: its configuration, its parameters in nn.LSTM's names,
+    and where it came from (format, name in the file, every conversion applied)."""
 
-    prefix: str
+    prefix: str  # its name in the file: state_dict prefix, ONNX node, Keras layer
     input_size: int
     hidden_size: int
     num_layers: int
@@ -146,11 +65,16 @@ class LSTMGroup:
     bias: bool
     dtype: str
     state: dict[str, torch.Tensor]  # nn.LSTM parameter names, prefix removed
+    stack_widths: tuple[int, ...] | None = None  # a free-form stack of cells of these widths
+    found: Found | None = None  # what the reader returned: conversions, notes, activation, ...
+    format: str = ""  # the file's format in words
 
     def architecture(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
 
     def describe(self) -> str:
+        if self.stack_widths:
+            return f"a stack of LSTMCells {' -> '.join(map(str, (self.input_size, *self.stack_widths)))}"
         extras = [
             text
             for text, on in (
@@ -165,24 +89,21 @@ class LSTMGroup:
         )
 
 
-def _group_names(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    for name, tensor in tensors.items():
-        match = _PARAM.match(name)
-        if match:
-            prefix = match.group("prefix") or ""
-            groups.setdefault(prefix, {})[name[len(prefix) + 1 :] if prefix else name] = tensor
-    return groups
-
-
 def _shape(t: torch.Tensor) -> str:
     return "(" + ", ".join(map(str, t.shape)) + ("," if t.dim() == 1 else "") + ")"
+
+
+def _one_float_dtype(where: str, state: dict[str, torch.Tensor]) -> str:
+    dtypes = {t.dtype for t in state.values()}
+    if not all(d.is_floating_point for d in dtypes) or len(dtypes) != 1:
+        raise ValueError(f"LSTM at {where} has parameters of dtype {', '.join(sorted(map(str, dtypes)))}: need one float dtype")
+    return str(next(iter(dtypes))).removeprefix("torch.")
 
 
 def infer_group(prefix: str, state: dict[str, torch.Tensor]) -> LSTMGroup:
     """Configuration from parameter names and shapes; a ValueError says what is inconsistent."""
     where = f"'{prefix}'" if prefix else "the top level"
-    layers = sorted({int(_PARAM.match(name).group("layer")) for name in state})
+    layers = sorted({int(LSTM_PARAM.match(name).group("layer")) for name in state})
     if layers != list(range(len(layers))):
         missing = min(set(range(max(layers) + 1)) - set(layers))
         raise ValueError(f"LSTM at {where} has no parameters for layer {missing}")
@@ -193,10 +114,7 @@ def infer_group(prefix: str, state: dict[str, torch.Tensor]) -> LSTMGroup:
         raise ValueError(f"LSTM at {where} is missing weight_ih_l0")
     rows = state["weight_ih_l0"].shape[0] if state["weight_ih_l0"].dim() == 2 else -1
     if rows <= 0 or rows % 4:
-        raise ValueError(
-            f"{where}: weight_ih_l0 is {_shape(state['weight_ih_l0'])}, not (4*hidden, input): not an LSTM"
-            + (" (3*hidden rows: a GRU?)" if rows > 0 and rows % 3 == 0 else "")
-        )
+        raise ValueError(f"{where}: weight_ih_l0 is {_shape(state['weight_ih_l0'])}, not (4*hidden, input): not an LSTM")
     hidden = rows // 4
     proj = state["weight_hr_l0"].shape[0] if projected and "weight_hr_l0" in state else 0
     h_out = proj or hidden
@@ -213,6 +131,13 @@ def infer_group(prefix: str, state: dict[str, torch.Tensor]) -> LSTMGroup:
                 expected[f"bias_hh_l{layer}{suffix}"] = (4 * hidden,)
             if projected:
                 expected[f"weight_hr_l{layer}{suffix}"] = (proj, hidden)
+    _check_names(where, state, expected)
+    return LSTMGroup(
+        prefix, input_size, hidden, len(layers), bidirectional, proj, bias, _one_float_dtype(where, state), dict(state),
+    )
+
+
+def _check_names(where: str, state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]) -> None:
     for name, shape in expected.items():
         if name not in state:
             raise ValueError(f"LSTM at {where} is missing {name}")
@@ -224,47 +149,89 @@ def infer_group(prefix: str, state: dict[str, torch.Tensor]) -> LSTMGroup:
     extra = sorted(set(state) - set(expected))
     if extra:
         raise ValueError(f"LSTM at {where} has parameters that don't fit its layout: {', '.join(extra)}")
-    dtypes = {t.dtype for t in state.values()}
-    if not all(d.is_floating_point for d in dtypes) or len(dtypes) != 1:
-        raise ValueError(f"LSTM at {where} has parameters of dtype {', '.join(sorted(map(str, dtypes)))}: need one float dtype")
+
+
+def infer_stack(prefix: str, state: dict[str, torch.Tensor]) -> LSTMGroup:
+    """A free-form stack of cells (weight_ih_lK etc., each layer its own width H_K)."""
+    where = f"'{prefix}'" if prefix else "the top level"
+    layers = len({LSTM_PARAM.match(name).group("layer") for name in state})
+    widths = tuple(state[f"weight_hh_l{k}"].shape[1] for k in range(layers))
+    bias = "bias_ih_l0" in state
+    expected: dict[str, tuple[int, ...]] = {}
+    width = state["weight_ih_l0"].shape[1]
+    for k, hidden in enumerate(widths):
+        expected[f"weight_ih_l{k}"] = (4 * hidden, width)
+        expected[f"weight_hh_l{k}"] = (4 * hidden, hidden)
+        if bias:
+            expected[f"bias_ih_l{k}"] = expected[f"bias_hh_l{k}"] = (4 * hidden,)
+        width = hidden
+    _check_names(where, state, expected)
+    input_size = state["weight_ih_l0"].shape[1]
     return LSTMGroup(
-        prefix, input_size, hidden, len(layers), bidirectional, proj, bias,
-        str(next(iter(dtypes))).removeprefix("torch."), dict(state),
+        prefix, input_size, widths[-1], layers, False, 0, bias, _one_float_dtype(where, state), dict(state),
+        stack_widths=widths,
     )
 
 
-def find_lstm(path: str, key: str | None) -> LSTMGroup:
-    """The one LSTM in the file, or the one under --key; anything else is a clear error."""
-    tensors = load_tensors(path)
-    groups = _group_names(tensors)
-    if not groups:
-        raise UsageError(f"--weights {path}: no LSTM parameters found (looked for weight_ih_l0, weight_hh_l0, ...)")
+def find_lstm(path: str, key: str | None, trust: bool = False) -> LSTMGroup:
+    """The one LSTM in the file, or the one --key names; anything else is a clear error."""
+    file = _check_readable(path, "--weights")
+    try:
+        contents = read_file(file, trust)
+    except FormatError as exc:
+        raise UsageError(f"--weights {path}: {exc}") from None
+    candidates = contents.found
     if key is not None:
         key = key.rstrip(".")
-        if key not in groups:
-            listed = ", ".join(repr(p) for p in groups) or "none"
-            raise UsageError(f"--key {key!r}: no LSTM under that prefix in {path} (prefixes found: {listed})")
-        candidates = {key: groups[key]}
-    else:
-        candidates = groups
-    found, problems = [], []
-    for prefix, state in candidates.items():
+        rejected = {r.name: r.reason for r in contents.rejected}
+        candidates = [found for found in contents.found if found.name == key]
+        if not candidates and key in rejected:
+            raise UsageError(f"--key {key!r} in {path}: {rejected[key]}")
+        if not candidates:
+            names = [found.name for found in contents.found]
+            listed = ", ".join(repr(name) for name in names) or "none"
+            raise UsageError(f"--key {key!r}: no LSTM of that name in {path} (LSTMs found: {listed})")
+    groups, problems = [], []
+    for found in candidates:
         try:
-            found.append(infer_group(prefix, state))
+            group = (infer_stack if found.cell_stack else infer_group)(found.name, found.state)
         except ValueError as exc:
             problems.append(str(exc))
-    if len(found) == 1:
-        group = found[0]
-    elif not found:
-        raise UsageError(f"--weights {path}: {problems[0]}")
-    else:
-        listing = "; ".join(f"{g.prefix!r}: {g.describe()}" for g in found)
-        raise UsageError(f"--weights {path} holds {len(found)} LSTMs; pick one with --key: {listing}")
+            continue
+        group.found, group.format = found, contents.format
+        groups.append(group)
+    if not groups:
+        if problems:
+            raise UsageError(f"--weights {path}: {problems[0]}")
+        if contents.rejected:
+            more = f" (and {len(contents.rejected) - 1} more not usable)" if len(contents.rejected) > 1 else ""
+            raise UsageError(f"--weights {path}: {contents.rejected[0].reason}{more}")
+        raise UsageError(
+            f"--weights {path}: {contents.format} with no LSTM in it "
+            "(looked for nn.LSTM's weight_ih_l0, weight_hh_l0, ... and nn.LSTMCell's weight_ih, weight_hh)"
+        )
+    if len(groups) > 1:
+        listing = "; ".join(f"{g.prefix!r}: {g.describe()}" for g in groups)
+        raise UsageError(f"--weights {path} holds {len(groups)} LSTMs; pick one with --key: {listing}")
+    group = groups[0]
     bad = {name: int((~torch.isfinite(t)).sum()) for name, t in group.state.items() if not torch.isfinite(t).all()}
     if bad:
         name, count = next(iter(bad.items()))
         raise UsageError(f"--weights {path}: {name} has {count} NaN/Inf value(s); the LSTM's output would be meaningless")
     return group
+
+
+def describe_source(path: str, group: LSTMGroup) -> dict[str, Any]:
+    """What was loaded, JSON-ready: every command's header and JSON `source` say it."""
+    found = group.found
+    return {
+        "file": path,
+        "format": group.format,
+        "key": group.prefix,
+        "conversions": list(found.conversions) if found else [],
+        "notes": list(found.notes) if found else [],
+        "recurrent_activation": found.recurrent_activation if found else "sigmoid",
+    }
 
 
 # -- reading an input -------------------------------------------------------------------------
@@ -288,7 +255,10 @@ def _load_input(file: Path, version: tuple[int, int]) -> torch.Tensor:
             raise UsageError(f"--input {path}: not a readable .npy file: {str(exc)[:160]}") from None
         value: Any = torch.from_numpy(np.array(array))
     else:
-        value = _torch_load(file, "--input")
+        try:
+            value = load_weights_only(file, advice="save the input with torch.save(tensor, path) or np.save")
+        except FormatError as exc:
+            raise UsageError(f"--input {path}: {exc}") from None
     if not isinstance(value, torch.Tensor):
         raise UsageError(f"--input {path}: holds a {type(value).__name__}, not a single tensor")
     if not value.dtype.is_floating_point:
@@ -324,14 +294,35 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
         flags[field] = value
 
     if flags.get("weights"):
-        group = find_lstm(flags["weights"], flags.get("key"))
+        if flags.get("trust_checkpoint"):
+            print(f"{PROG}: warning: --trust-checkpoint: unpickling {flags['weights']} can run any code it holds",
+                  file=sys.stderr)
+        group = find_lstm(flags["weights"], flags.get("key"), flags.get("trust_checkpoint", False))
         flags["key"] = group.prefix
         for field, value in group.architecture().items():
             take(field, value, f"--weights {flags['weights']}")
         if "dtype" not in explicit and group.dtype in ("float32", "float64", "float16", "bfloat16"):
             flags["dtype"] = group.dtype
+        source = describe_source(flags["weights"], group)
+        recorded = group.found.batch_first if group.found else None
+        if recorded is None:
+            if not flags.get("batch_first"):
+                source["notes"].append(
+                    "input layout assumed time-major (L, N, H_in): the file does not record it "
+                    "(--batch-first for (N, L, H_in))"
+                )
+        elif recorded and not flags.get("batch_first"):
+            flags["batch_first"] = True
+            source["notes"].append("input layout (N, L, H_in): batch_first, as the file records")
+        elif not recorded and "batch_first" in explicit:
+            source["notes"].append("--batch-first given; the file records time-major input (L, N, H_in)")
+        flags["recurrent_activation"] = source["recurrent_activation"]
+        flags["stack_widths"] = group.stack_widths
+        flags["source"] = source
     elif flags.get("key") is not None:
         raise UsageError("--key picks an LSTM inside --weights; give --weights too")
+    elif flags.get("trust_checkpoint"):
+        raise UsageError("--trust-checkpoint applies to a --weights file; give --weights too")
 
     if flags.get("input"):
         x = load_input(flags["input"])

@@ -18,6 +18,15 @@ ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 GATES = ("i", "f", "g", "o")
 GATE_MEANING = {"i": "input gate", "f": "forget gate", "g": "cell candidate", "o": "output gate"}
 DIRECTIONS = ("forward", "backward")
+# Recurrent activations (of i, f, o) a loaded model may use, as formulas. nn.LSTM computes only
+# sigmoid; `gates` runs the others through its own loop, commands that need nn.LSTM refuse them.
+RECURRENT_ACTIVATIONS = {
+    "sigmoid": "sigmoid(z)",
+    # Keras 2 / tf.keras: K.hard_sigmoid(z) = clip(0.2 z + 0.5, 0, 1).
+    "hard_sigmoid": "clip(0.2 z + 0.5, 0, 1)",
+    # Keras 3: ops.hard_sigmoid(z) = relu6(z + 3) / 6 = clip(z / 6 + 0.5, 0, 1).
+    "hard_sigmoid_keras3": "clip(z / 6 + 0.5, 0, 1)",
+}
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 MAX_LAYERS = 1000
@@ -56,6 +65,11 @@ class LSTMSpec:
     key: str | None = None
     input: str | None = None
     save_weights: str | None = None
+    trust_checkpoint: bool = False
+    # What --weights turned out to be (set by sources.resolve_flags, never by a flag):
+    recurrent_activation: str = "sigmoid"  # of i, f, o; nn.LSTM computes only sigmoid
+    stack_widths: tuple[int, ...] | None = None  # a free-form stack of LSTMCells of these widths
+    source: dict | None = None  # file, format, key, conversions, notes (JSON-ready)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -132,6 +146,7 @@ class LSTMSpec:
         """The configuration as JSON-ready values (every JSON document carries it)."""
         out = asdict(self)
         out["lengths"] = list(self.lengths) if self.lengths is not None else None
+        out["stack_widths"] = list(self.stack_widths) if self.stack_widths is not None else None
         return out
 
     def tensor_dims(self) -> dict[str, list[Dim]]:
@@ -221,6 +236,24 @@ def format_bytes(n: float) -> str:
     return f"{n / 1024**exponent:.1f} {'BKMGTP'[exponent]}iB".replace("BiB", "B")
 
 
+def check_runs_as_loaded(spec: LSTMSpec, command: str, stacks: bool = False, activations: bool = False) -> None:
+    """Refuse, in one sentence, a loaded model this command cannot run as it is: a stack of
+    LSTMCells of different widths (only compare-cell runs those) or gates that are not sigmoid
+    (nn.LSTM computes sigmoid only; running such a model with it would give wrong numbers)."""
+    if spec.stack_widths is not None and not stacks:
+        widths = " -> ".join(map(str, (spec.input_size, *spec.stack_widths)))
+        raise UsageError(
+            f"{command} runs one nn.LSTM, and --weights {spec.weights} is a stack of LSTMCells of "
+            f"different widths ({widths}) that no nn.LSTM holds: compare-cell runs it"
+        )
+    if spec.recurrent_activation != "sigmoid" and not activations:
+        raise UsageError(
+            f"{command} runs nn.LSTM, whose gates are sigmoid, and --weights {spec.weights} uses "
+            f"{spec.recurrent_activation} ({RECURRENT_ACTIVATIONS[spec.recurrent_activation]}): "
+            "its numbers would be wrong; inspect shows it and gates runs it exactly"
+        )
+
+
 def parse_hidden_sizes(text: str | None) -> tuple[int, ...] | None:
     """'30,20' -> (30, 20): the widths of a free-form LSTMCell stack."""
     if text is None or text == "":
@@ -248,6 +281,7 @@ def check_free_form(spec: LSTMSpec, explicit_flags: set[str]) -> None:
         ("--hidden-size", "hidden_size" in explicit_flags),
         ("--weights", spec.weights is not None),
         ("--save-weights", spec.save_weights is not None),
+        ("--key", spec.key is not None),
     ):
         if on:
             raise UsageError(

@@ -175,7 +175,8 @@ def test_a_hostile_pickle_never_runs(tmp_path, run_cli):
     for flag in ("--weights", "--input"):
         result = run_cli("inspect", flag, str(path))
         assert result.code == 2
-        assert "refusing to load it" in result.stderr and "save a state_dict" in result.stderr
+        assert "could run code, so lstm-cli refuses" in result.stderr and "system" in result.stderr
+        assert ("--trust-checkpoint" in result.stderr) == (flag == "--weights")
         assert len(result.stderr.splitlines()) == 1
     assert not marker.exists()
 
@@ -190,13 +191,13 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     (folder / "empty.pt").write_bytes(b"")
     case("empty", folder / "empty.pt", "the file is empty")
     (folder / "text.pt").write_text("hello, not a checkpoint")
-    case("not a checkpoint", folder / "text.pt", "not a readable torch file")
+    case("not a checkpoint", folder / "text.pt", "a text file, not model weights")
     torch.save(nn.LSTM(3, 2).state_dict(), folder / "whole.pt")
     data = (folder / "whole.pt").read_bytes()
     (folder / "truncated.pt").write_bytes(data[: len(data) // 2])
-    case("truncated zip", folder / "truncated.pt", "not a readable torch file")
+    case("truncated zip", folder / "truncated.pt", "a truncated or damaged zip archive")
     torch.save(nn.Linear(3, 2).state_dict(), folder / "linear.pt")
-    case("no LSTM", folder / "linear.pt", "no LSTM parameters found")
+    case("no LSTM", folder / "linear.pt", "PyTorch state_dict (torch.save) with no LSTM in it")
     partial = nn.LSTM(3, 2, num_layers=2).state_dict()
     del partial["weight_hh_l1"]
     torch.save(partial, folder / "partial.pt")
@@ -206,13 +207,13 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     torch.save(mixed, folder / "mixed.pt")
     case("mismatched layers", folder / "mixed.pt", "weight_ih_l1 is (8, 5) but this LSTM needs (8, 2)")
     torch.save(nn.GRU(3, 2).state_dict(), folder / "gru.pt")
-    case("a GRU", folder / "gru.pt", "not an LSTM (3*hidden rows: a GRU?)")
+    case("a GRU", folder / "gru.pt", "the state_dict is an nn.GRU with hidden size 2, not an LSTM")
     nan = nn.LSTM(3, 2).state_dict()
     nan["bias_hh_l0"][1] = float("nan")
     torch.save(nan, folder / "nan.pt")
     case("NaN weights", folder / "nan.pt", "bias_hh_l0 has 1 NaN/Inf value(s)")
     (folder / "broken.npz").write_bytes(b"PK\x03\x04 broken")
-    case("broken npz", folder / "broken.npz", "not a readable .npz file")
+    case("broken npz", folder / "broken.npz", "a truncated or damaged zip archive")
     case("a directory", folder, "is a directory")
     return cases
 
@@ -247,7 +248,7 @@ def test_bad_inputs(tmp_path, run_cli):
         (["--input", str(tmp_path / "wide.npy"), "--seq-len", "9"], "--seq-len 9 contradicts --input"),
         (["--input", str(tmp_path / "wide.npy"), "--lengths", "4,2,1"], "--lengths has 3 values but --batch-size is 2"),
         (["--key", "rnn"], "--key picks an LSTM inside --weights; give --weights too"),
-        ([*weights, "--key", "encoder"], "--key 'encoder': no LSTM under that prefix"),
+        ([*weights, "--key", "encoder"], "--key 'encoder': no LSTM of that name"),
         (["--save-weights", str(tmp_path / "out.txt")], "--save-weights file must end in .pt or .pth or .safetensors or .npz"),
         (["--save-weights", str(tmp_path / "no" / "out.pt")], "does not exist"),
     ):
@@ -286,4 +287,4 @@ def test_npz_with_pickled_objects_is_refused(tmp_path, run_cli):
         with archive.open("weight_ih_l0.npy", "w") as member:
             np.save(member, np.array([object()], dtype=object), allow_pickle=True)
     result = run_cli("inspect", "--weights", str(path))
-    assert result.code == 2 and "refusing to load it" in result.stderr
+    assert result.code == 2 and "pickled Python objects inside, refused" in result.stderr

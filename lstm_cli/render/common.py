@@ -131,7 +131,22 @@ def config_line(config: dict, device: str, dtype: str) -> str:
         )
         if on
     ]
-    return ", ".join([flags, *extras]) + f"; {dtype} on {device}, seed {config['seed']}"
+    line = ", ".join([flags, *extras]) + f"; {dtype} on {device}, seed {config['seed']}"
+    return "\n".join([line, *source_lines(config.get("source"))])
+
+
+def source_lines(source: dict | None) -> list[str]:
+    """Where the weights came from and every conversion applied to them (nothing for random
+    weights, which the seed above already names)."""
+    if not source:
+        return []
+    key = f", key {source['key']!r}" if source["key"] else ""
+    lines = [f"weights: {source['file']} ({source['format']}{key})"]
+    if source["recurrent_activation"] != "sigmoid":
+        lines.append(f"  gates i, f, o: {source['recurrent_activation']}, not nn.LSTM's sigmoid")
+    lines += [f"  converted: {line}" for line in source["conversions"]]
+    lines += [f"  note: {line}" for line in source["notes"]]
+    return lines
 
 
 def format_shape(shape: list[int]) -> str:

@@ -1,0 +1,106 @@
+"""torch.save files (zip, or the legacy pre-1.6 format): a state_dict, nested or prefixed
+(Lightning's {"state_dict": {...}, "epoch": 3}), read with torch.load(weights_only=True), which
+unpickles tensors and plain containers only.
+
+A file that pickles whole modules needs arbitrary unpickling, which can run code: refused by
+default, and loaded with weights_only=False only when the user opts in (--trust-checkpoint);
+then the LSTMs are found among the module's own submodules.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lstm_cli.formats.base import Contents, FormatError, Found
+from lstm_cli.formats.named_tensors import find_in_tensors
+
+TRUST_HINT = "if you trust whoever made this file, rerun with --trust-checkpoint"
+
+
+def read(file: Path, trust: bool = False) -> Contents:
+    if trust:
+        return _read_trusted(file)
+    tensors: dict[str, torch.Tensor] = {}
+    flatten(load_weights_only(file), "", tensors)
+    return find_in_tensors(tensors, "PyTorch state_dict (torch.save)")
+
+
+def load_weights_only(file: Path, advice: str = f"save model.state_dict() instead, or {TRUST_HINT}") -> Any:
+    """torch.load with weights_only=True; an object it refuses is named with what it asks for."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({blocked.group(1)})" if blocked else ""
+        raise FormatError(
+            f"a torch.save file that pickles Python objects{what}, not only tensors; unpickling "
+            f"them could run code, so lstm-cli refuses: {advice}"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FormatError(f"a torch.save file that torch cannot read (truncated or corrupt?): {reason[:160]}") from None
+
+
+def flatten(value: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    """Every tensor in nested dicts/lists, named by its dotted path (Lightning's
+    {"state_dict": {...}, "epoch": 3} gives "state_dict.model.rnn.weight_ih_l0")."""
+    if isinstance(value, torch.Tensor):
+        out[prefix] = value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            flatten(item, f"{prefix}.{index}" if prefix else str(index), out)
+
+
+def _read_trusted(file: Path) -> Contents:
+    """--trust-checkpoint: any pickle, code and all; the LSTMs are the nn.LSTM and nn.LSTMCell
+    submodules of whatever modules it holds (or the names of a plain state_dict)."""
+    try:
+        value = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as exc:  # arbitrary unpickling can raise anything, e.g. a missing class
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FormatError(
+            f"a torch.save file that could not be unpickled even with --trust-checkpoint "
+            f"({type(exc).__name__}: {reason[:160]}); the classes it pickles must be importable here"
+        ) from None
+    modules = dict(_modules(value, ""))
+    if not modules:
+        tensors: dict[str, torch.Tensor] = {}
+        flatten(value, "", tensors)
+        return find_in_tensors(tensors, "PyTorch state_dict (torch.save, loaded with --trust-checkpoint)")
+    contents = Contents("pickled PyTorch module (loaded with --trust-checkpoint)")
+    for name, module in modules.items():
+        if isinstance(module, nn.LSTM):
+            state = {k: v.detach() for k, v in module.state_dict().items()}
+            contents.found.append(Found(name, state, batch_first=module.batch_first, conversions=[
+                f"nn.LSTM module '{name}' (batch_first={module.batch_first}, read from the module)"
+            ]))
+        else:  # nn.LSTMCell
+            state = {f"{k}_l0": v.detach() for k, v in module.state_dict().items()}
+            contents.found.append(Found(name, state, conversions=[
+                f"nn.LSTMCell module '{name}' -> layer 0 of a one-layer nn.LSTM (names + _l0; same weights)"
+            ]))
+    return contents
+
+
+def _modules(value: Any, prefix: str):
+    """(dotted name, module) for every nn.LSTM and nn.LSTMCell in `value`, which may be a
+    module or containers of modules."""
+    if isinstance(value, nn.Module):
+        for name, module in value.named_modules(prefix=prefix):
+            if isinstance(module, (nn.LSTM, nn.LSTMCell)):
+                yield name, module
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _modules(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _modules(item, f"{prefix}.{index}" if prefix else str(index))
