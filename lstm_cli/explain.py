@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lstm_cli.spec import LSTMSpec
+from lstm_cli.spec import RECURRENT_ACTIVATIONS, LSTMSpec
 
 
 def explain_lines(spec: LSTMSpec) -> list[str]:
@@ -21,6 +21,10 @@ def explain_lines(spec: LSTMSpec) -> list[str]:
     ]
     if P:
         lines.append(f"  h_t = W_hr h_t                                          projection to {P}")
+    if spec.recurrent_activation != "sigmoid":  # same width as "sigmoid", so the columns align
+        lines = [line.replace("sigmoid(", "hardsig(") for line in lines]
+        formula = RECURRENT_ACTIVATIONS[spec.recurrent_activation]
+        lines.append(f"  hardsig(z) = {formula}: this model's {spec.recurrent_activation}, not sigmoid")
     lines += ["", "With this configuration:"]
     for layer in range(spec.num_layers):
         width = spec.layer_input_size(layer)

@@ -42,7 +42,8 @@ from lstm_cli.model import (
     time_major,
 )
 from lstm_cli.runtime import collect_warnings
-from lstm_cli.spec import GATES, LSTMSpec
+from lstm_cli.spec import GATES, HARD_SIGMOID_SLOPES, LSTMSpec
+from lstm_cli.verify.loop64 import loop_forward
 from lstm_cli.verify.rule import Rule
 from lstm_cli.verify.shadow import SHADOW_SEQUENCES, Shadow, run_shadow, shadow_step_macs
 from lstm_cli.verify.step import PathRecord, Sample, check_direction, choose_sample, kept_steps
@@ -138,6 +139,9 @@ class EndToEnd:
     output_max_abs_diff: float
     h_n_max_abs_diff: float
     c_n_max_abs_diff: float
+    # What the capture was compared with: nn.LSTM's forward, or (gates nn.LSTM cannot run) a
+    # float64 loop with the model's own activation.
+    reference: str = "nn.LSTM"
 
 
 # -- the batch in working order -------------------------------------------------------------------
@@ -214,10 +218,16 @@ def _step_order(t0: int, t1: int, reverse: bool) -> range:
     return range(t1 - 1, t0 - 1, -1) if reverse else range(t0, t1)
 
 
-def activate(gates: torch.Tensor) -> None:
-    """In place on (..., 4, H) pre-activations: sigmoid on i, f, o; tanh on g."""
-    gates[..., 0:2, :].sigmoid_()
-    gates[..., 3, :].sigmoid_()
+def activate(gates: torch.Tensor, activation: str = "sigmoid") -> None:
+    """In place on (..., 4, H) pre-activations: sigmoid (or a loaded model's hard sigmoid,
+    clip(a z + 0.5, 0, 1)) on i, f, o; tanh on g."""
+    if activation == "sigmoid":
+        gates[..., 0:2, :].sigmoid_()
+        gates[..., 3, :].sigmoid_()
+    else:
+        slope = HARD_SIGMOID_SLOPES[activation]
+        for block in (gates[..., 0:2, :], gates[..., 3, :]):
+            block.mul_(slope).add_(0.5).clamp_(0.0, 1.0)
     gates[..., 2, :].tanh_()
 
 
@@ -298,8 +308,9 @@ class LoopCapture:
     name = "loop"
     needs_layer_output = False
 
-    def __init__(self, use_mkl: bool | None = None):
+    def __init__(self, use_mkl: bool | None = None, activation: str = "sigmoid"):
         self.use_mkl = use_mkl  # see StepGemm
+        self.activation = activation  # of i, f, o
 
     def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
             batch: WorkingBatch, chunk_steps: int) -> Iterator[Chunk]:
@@ -322,7 +333,7 @@ class LoopCapture:
                 s, bs = t - t0, batch.size_at(t)
                 g = gates[s, :bs]
                 gemm(g.view(bs, 4 * H), h_step[:bs])
-                activate(g)
+                activate(g, self.activation)
                 c = torch.mul(g[:, 1], c_step[:bs], out=cs[s, :bs]).addcmul_(g[:, 0], g[:, 2])
                 rebuild_h(c, g[:, 3], w, out=hs[s, :bs], raw=raw[:bs] if raw.numel() else None)
                 h_step, c_step = hs[s], cs[s]
@@ -385,6 +396,8 @@ METHOD_CLASSES = {"loop": LoopCapture, "recompute": RecomputeCapture}
 def choose_method(spec: LSTMSpec, device: torch.device, requested: str = "auto") -> tuple[str, str]:
     """The capture method and why. On CUDA recompute (one launch per step instead of about
     ten); on CPU the loop once a step's GEMM is large enough to hide the per-step overhead."""
+    if spec.recurrent_activation != "sigmoid":
+        return "loop", f"the model's gates are {spec.recurrent_activation}: only the loop computes them"
     if requested != "auto":
         return requested, "chosen with --method"
     if device.type != "cpu":
@@ -710,12 +723,12 @@ def _max_diff(so_far: float, a: torch.Tensor, b: torch.Tensor, valid: torch.Tens
     return max(so_far, diff)
 
 
-def end_to_end(spec: LSTMSpec, capture: Capture, reference: Forward) -> EndToEnd:
-    """The capture's trajectory against nn.LSTM's: last layer's output and every final state."""
+def end_to_end(spec: LSTMSpec, capture: Capture, reference: Forward, name: str) -> EndToEnd:
+    """The capture's trajectory against the reference's: last layer's output and every final state."""
     h_n = reference.h_n.unsqueeze(1) if spec.unbatched else reference.h_n
     c_n = reference.c_n.unsqueeze(1) if spec.unbatched else reference.c_n
     h_n, c_n = capture.batch.to_working(h_n, 1), capture.batch.to_working(c_n, 1)
-    return EndToEnd(capture.output_diff, max_abs_diff(capture.h_n, h_n), max_abs_diff(capture.c_n, c_n))
+    return EndToEnd(capture.output_diff, max_abs_diff(capture.h_n, h_n), max_abs_diff(capture.c_n, c_n), name)
 
 
 def step_checks(spec: LSTMSpec, lstm: torch.nn.LSTM, capture: Capture, sample: Sample, method: str,
@@ -727,7 +740,7 @@ def step_checks(spec: LSTMSpec, lstm: torch.nn.LSTM, capture: Capture, sample: S
     for (layer, direction), keeper in capture.sampled.items():
         checks.append(check_direction(
             f"layer {layer} {direction}: gates, c, h of each step from {state}",
-            lstm, layer, direction, keeper.record(), sample, rule,
+            lstm, layer, direction, keeper.record(), sample, rule, spec.recurrent_activation,
         ))
     return checks
 
@@ -783,13 +796,19 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
     with collect_warnings(notes):
         prepared = prepare(spec, extra_elements(spec, options))
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
+        exact = spec.recurrent_activation == "sigmoid"  # else nn.LSTM cannot run the model
         if progress is not None:
-            progress(0, "nn.LSTM forward")
-        reference = run_lstm(lstm, x, spec)
+            progress(0, "nn.LSTM forward" if exact else "float64 reference loop")
+        if exact:
+            reference, reference_name = run_lstm(lstm, x, spec), "nn.LSTM"
+        else:
+            reference = loop_forward(lstm, x, spec, spec.recurrent_activation)
+            reference_name = f"a float64 loop with {spec.recurrent_activation} gates"
         if progress is not None:
             progress(0, "capturing gates")
         method_name, reason = choose_method(spec, placement.device, options.method)
-        method = LoopCapture(options.use_mkl) if method_name == "loop" else RecomputeCapture()
+        method = (LoopCapture(options.use_mkl, spec.recurrent_activation) if method_name == "loop"
+                  else RecomputeCapture())
         keep_sequence = {}
         if options.plot is not None:
             keep_sequence = {(layer, d): options.sequence for layer in range(spec.num_layers) for d in spec.directions()}
@@ -807,7 +826,10 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         # The capture's own GEMMs run in full float32 (TF32 is off for plain matmuls by default).
         rule = Rule(spec.dtype, tf32=False, atol=options.atol, rtol=options.rtol)
         checks = step_checks(spec, lstm, capture, sample, method_name, rule)
-        shadow, shadow_note = run_shadow_for(spec, lstm, x, reference, capture, sample, step_macs)
+        if exact:
+            shadow, shadow_note = run_shadow_for(spec, lstm, x, reference, capture, sample, step_macs)
+        else:
+            shadow, shadow_note = None, f"not shadowed: end to end is already against {reference_name}"
     if spec.dropout and spec.num_layers > 1:
         notes.append("dropout acts in train mode only; gates runs in eval mode, so none applied")
     layers = []
@@ -839,7 +861,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         checked=sample.describe(),
         checks=checks,
         passed=all(check.passed for check in checks),
-        end_to_end=end_to_end(spec, capture, reference),
+        end_to_end=end_to_end(spec, capture, reference, reference_name),
         shadow=shadow,
         shadow_note=shadow_note,
         notes=notes,

@@ -147,6 +147,11 @@ def make_options(
 ) -> GatesOptions:
     """Validate the command line's own flags; each bad value is one UsageError line."""
     check_tolerances(atol, rtol)
+    if method == "recompute" and spec.recurrent_activation != "sigmoid":
+        raise UsageError(
+            f"--method recompute rebuilds the gates from nn.LSTM's output, and nn.LSTM cannot run this "
+            f"model's {spec.recurrent_activation} gates: drop --method (auto runs the model's own loop)"
+        )
     return GatesOptions(
         thresholds=Thresholds(sat_low, sat_high, tanh_sat_low, tanh_sat_high),
         method=check_method(method),

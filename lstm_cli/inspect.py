@@ -11,6 +11,7 @@ import torch
 from lstm_cli.checks import Check, close, within
 from lstm_cli.explain import explain_lines
 from lstm_cli.model import Forward, prepare, run_lstm, time_major
+from lstm_cli.verify.loop64 import loop_forward
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import GATES, Dim, LSTMSpec
 from lstm_cli.verify.rule import Rule
@@ -68,7 +69,14 @@ def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None
     with collect_warnings(notes):
         prepared = prepare(spec)
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
-        forward = run_lstm(lstm, x, spec)
+        if spec.recurrent_activation == "sigmoid":
+            forward = run_lstm(lstm, x, spec)
+        else:
+            forward = loop_forward(lstm, x, spec, spec.recurrent_activation)
+            notes.append(
+                f"this model's gates are {spec.recurrent_activation}, which nn.LSTM cannot compute: output, "
+                "h_n and c_n come from a float64 loop with that activation (the identities hold for any activation)"
+            )
     if spec.dropout and spec.num_layers > 1:
         notes.append("dropout acts in train mode only; inspect runs in eval mode, so none applied")
     # output and h_n come from one kernel: an identity holds to a few ulps of the value at most.

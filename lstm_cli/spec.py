@@ -27,6 +27,8 @@ RECURRENT_ACTIVATIONS = {
     # Keras 3: ops.hard_sigmoid(z) = relu6(z + 3) / 6 = clip(z / 6 + 0.5, 0, 1).
     "hard_sigmoid_keras3": "clip(z / 6 + 0.5, 0, 1)",
 }
+# The slope of each hard sigmoid: clip(slope z + 0.5, 0, 1).
+HARD_SIGMOID_SLOPES = {"hard_sigmoid": 0.2, "hard_sigmoid_keras3": 1 / 6}
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 MAX_LAYERS = 1000

@@ -6,7 +6,15 @@ projection and per-sequence lengths. Tests compare the tool's numbers against it
 import torch
 
 
-def reference_lstm(lstm: torch.nn.LSTM, x: torch.Tensor, lengths=None):
+def gate(z: torch.Tensor, activation: str) -> torch.Tensor:
+    """sigmoid, or Keras' hard sigmoids: 0.2 z + 0.5 (Keras 2) and z / 6 + 0.5 (Keras 3), in [0, 1]."""
+    if activation == "sigmoid":
+        return torch.sigmoid(z)
+    slope = {"hard_sigmoid": 0.2, "hard_sigmoid_keras3": 1 / 6}[activation]
+    return torch.clamp(slope * z + 0.5, min=0.0, max=1.0)
+
+
+def reference_lstm(lstm: torch.nn.LSTM, x: torch.Tensor, lengths=None, activation: str = "sigmoid"):
     """x is time-major (L, N, H_in). Returns output (L, N, D*H_out) with zeros past each
     length, h_n (D*layers, N, H_out), c_n (D*layers, N, H) and, per layer and direction,
     the gates: a dict (layer, direction) -> {"i","f","g","o","c","h"} of (L, N, H) tensors
@@ -36,10 +44,10 @@ def reference_lstm(lstm: torch.nn.LSTM, x: torch.Tensor, lengths=None):
             steps = range(L - 1, -1, -1) if direction == "backward" else range(L)
             for t in steps:
                 z = layer_input[t] @ w_ih.T + h @ w_hh.T + b
-                i = torch.sigmoid(z[:, 0:H])
-                f = torch.sigmoid(z[:, H : 2 * H])
+                i = gate(z[:, 0:H], activation)
+                f = gate(z[:, H : 2 * H], activation)
                 g = torch.tanh(z[:, 2 * H : 3 * H])
-                o = torch.sigmoid(z[:, 3 * H : 4 * H])
+                o = gate(z[:, 3 * H : 4 * H], activation)
                 c_new = f * c + i * g
                 h_full = o * torch.tanh(c_new)
                 h_new = h_full @ w_hr.double().T if w_hr is not None else h_full

@@ -258,7 +258,8 @@ def test_json_contract(run_cli):
     for check in doc["checks"]:
         assert {"name", "passed", "max_abs_diff", "tolerance", "worst_ratio", "first_bad", "checked"} <= set(check)
     assert all(c["passed"] and c["max_abs_diff"] <= c["tolerance"] for c in doc["checks"])
-    assert set(doc["end_to_end"]) == {"output_max_abs_diff", "h_n_max_abs_diff", "c_n_max_abs_diff"}
+    assert set(doc["end_to_end"]) == {"output_max_abs_diff", "h_n_max_abs_diff", "c_n_max_abs_diff", "reference"}
+    assert doc["end_to_end"]["reference"] == "nn.LSTM"
     assert result.stderr == ""
 
 

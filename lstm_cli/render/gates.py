@@ -167,7 +167,7 @@ def render_gates(result: GatesResult, console: Console, per_step: bool = False) 
     print_verdict(console, result.checks, "gate capture", start, result.checked, result.rule)
     ends = result.end_to_end
     console.print(Text(
-        f"End to end against nn.LSTM (reported, not judged): output {format_diff(ends.output_max_abs_diff)}, "
+        f"End to end against {ends.reference} (reported, not judged): output {format_diff(ends.output_max_abs_diff)}, "
         f"h_n {format_diff(ends.h_n_max_abs_diff)}, c_n {format_diff(ends.c_n_max_abs_diff)}"
     ))
     for line in shadow_lines(result.shadow, result.shadow_note):

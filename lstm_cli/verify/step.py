@@ -22,6 +22,8 @@ import torch
 
 from lstm_cli.checks import Check
 from lstm_cli.model import DirectionWeights, direction_weights
+from lstm_cli.spec import HARD_SIGMOID_SLOPES
+from lstm_cli.verify.loop64 import gate_activation
 from lstm_cli.verify.rule import ACTIVATION_ULPS, GEMM_ULPS, Rule
 
 # Rows of float64 work at once: about 12 tensors of rows x 4H float64 live together.
@@ -159,15 +161,17 @@ class StepReference:
     bound_h: torch.Tensor
 
 
-def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: torch.Tensor, rule: Rule) -> StepReference:
-    """PyTorch's LSTM equations for one step of R rows, in float64, with each element's bound."""
+def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: torch.Tensor, rule: Rule,
+                   activation: str = "sigmoid") -> StepReference:
+    """PyTorch's LSTM equations for one step of R rows, in float64, with each element's bound;
+    `activation` is that of i, f, o (sigmoid, or a loaded model's hard sigmoid)."""
     u, u_in = rule.u, rule.u_in
     x64, h64, c64 = x.double(), h_prev.double(), c_prev.double()
     z_x, z_h = x64 @ w.w_ih.T, h64 @ w.w_hh.T
     z = z_x + z_h if w.b is None else z_x + z_h + w.b
     H = w.w_hh.shape[0] // 4
     gates = z.view(-1, 4, H).clone()
-    gates[:, (0, 1, 3)] = gates[:, (0, 1, 3)].sigmoid()
+    gates[:, (0, 1, 3)] = gate_activation(gates[:, (0, 1, 3)], activation)
     gates[:, 2] = gates[:, 2].tanh()
     i, f, g, o = gates.unbind(1)
     c = f * c64 + i * g
@@ -187,10 +191,18 @@ def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: 
     # The largest slope of sigmoid (tanh) on [z - e, z + e] is where |z| is smallest there.
     nearest = (z.view(-1, 4, H).abs() - e_z).clamp(min=0)
     slope = torch.empty_like(nearest)
-    s = nearest[:, (0, 1, 3)].sigmoid()
-    slope[:, (0, 1, 3)] = s * (1 - s)
     slope[:, 2] = 1 - nearest[:, 2].tanh().square()
-    e_gates = slope * e_z + ACTIVATION_ULPS * u * gates.abs()
+    e_gates = ACTIVATION_ULPS * u * gates.abs()
+    if activation == "sigmoid":
+        s = nearest[:, (0, 1, 3)].sigmoid()
+        slope[:, (0, 1, 3)] = s * (1 - s)
+    else:
+        # clip(a z + 0.5, 0, 1): slope a at most; a z and the + 0.5 each round once, on values
+        # that may be larger than the gate itself.
+        a = HARD_SIGMOID_SLOPES[activation]
+        slope[:, (0, 1, 3)] = a
+        e_gates[:, (0, 1, 3)] = ACTIVATION_ULPS * u * (a * z.view(-1, 4, H)[:, (0, 1, 3)].abs() + 0.5)
+    e_gates = e_gates + slope * e_z
     e_i, e_f, e_g, e_o = e_gates.unbind(1)
     e_c = (c64.abs() * e_f + g.abs() * e_i + i * e_g + e_i * e_g
            + ACTIVATION_ULPS * u * ((f * c64).abs() + (i * g).abs()))
@@ -278,7 +290,7 @@ def previous_state(record: torch.Tensor, steps: list[int], lengths: torch.Tensor
 
 
 def check_direction(name: str, reference: torch.nn.LSTM, layer: int, direction: str, record: PathRecord,
-                    sample: Sample, rule: Rule) -> Check:
+                    sample: Sample, rule: Rule, activation: str = "sigmoid") -> Check:
     """Every checked step of one layer x direction of the sampled sequences (record's batch
     dimension in the order of sample.sequences) against the float64 step computed with
     `reference`'s own weights (read here, not from the checked path)."""
@@ -307,7 +319,7 @@ def check_direction(name: str, reference: torch.nn.LSTM, layer: int, direction: 
 
         h_prev = previous_state(record.h_fed, record.steps, valid_steps, reverse, t, n).to(device)
         c_prev = previous_state(record.c, record.steps, valid_steps, reverse, t, n).to(device)
-        ref = reference_step(w, rows(record.x), h_prev, c_prev, rule)
+        ref = reference_step(w, rows(record.x), h_prev, c_prev, rule, activation)
         for quantity, got in (("gates", rows(record.gates)), ("c", rows(record.c)), ("h", rows(record.h))):
             if got is not None:
                 worst.add(quantity, got, ref, t, n, sample.sequences)

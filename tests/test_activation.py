@@ -1,0 +1,78 @@
+"""Models whose gates nn.LSTM cannot compute (Keras' hard_sigmoid): `gates` runs them through
+its own loop with that activation and `inspect` through a float64 loop; both are checked here
+against the independent float64 reference in tests/reference.py with the same activation."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstm_cli import gates as gates_module
+from lstm_cli.gates_options import GatesOptions
+from lstm_cli.model import prepare
+from lstm_cli.spec import LSTMSpec
+from lstm_cli.verify.loop64 import loop_forward
+from tests.reference import reference_lstm
+
+
+def hard_spec(activation: str, **changes) -> LSTMSpec:
+    base = dict(input_size=6, hidden_size=5, num_layers=2, seq_len=12, batch_size=3, bidirectional=True,
+                lengths=(12, 7, 3), device="cpu", recurrent_activation=activation)
+    return LSTMSpec(**(base | changes))
+
+
+def scaled_lstm(spec: LSTMSpec, scale: float = 6.0):
+    """The spec's weights times `scale`: large pre-activations, so the hard sigmoid clips at
+    exactly 0 and 1 (where it differs most from sigmoid)."""
+    prepared = prepare(spec)
+    with torch.no_grad():
+        for p in prepared.lstm.parameters():
+            p.mul_(scale)
+    return prepared
+
+
+@pytest.mark.parametrize("activation", ["hard_sigmoid", "hard_sigmoid_keras3"])
+def test_gates_capture_hard_sigmoid_gates_exactly(tmp_path: Path, monkeypatch, activation):
+    spec = hard_spec(activation)
+    prepared = scaled_lstm(spec)
+    monkeypatch.setattr(gates_module, "prepare", lambda *a, **k: prepared)
+    path = tmp_path / "g.pt"
+    result = gates_module.run_gates(spec, GatesOptions(export=path))
+    assert result.passed and result.method == "loop"
+    assert activation in result.end_to_end.reference and result.shadow is None
+    tensors = torch.load(path)
+    _, _, _, want = reference_lstm(prepared.lstm, prepared.x, spec.lengths, activation)
+    _, _, _, sigmoid = reference_lstm(prepared.lstm, prepared.x, spec.lengths, "sigmoid")
+    clipped = 0
+    for (layer, direction), gates in want.items():
+        suffix = f"_l{layer}" + ("_reverse" if direction == "backward" else "")
+        for name in "ifgoc":
+            got = tensors[name + suffix]
+            for n, length in enumerate(spec.lengths):
+                torch.testing.assert_close(got[:length, n].double(), gates[name][:length, n], rtol=1e-5, atol=1e-5)
+        clipped += int(((gates["f"] == 0) | (gates["f"] == 1)).sum())
+        # The test can tell the activations apart: sigmoid gates are far from these.
+        assert (sigmoid[(layer, direction)]["f"] - gates["f"]).abs().max() > 0.05
+    assert clipped > 0
+
+
+def test_a_capture_that_uses_sigmoid_for_a_hard_sigmoid_model_fails_its_check(monkeypatch):
+    spec = hard_spec("hard_sigmoid")
+    prepared = scaled_lstm(spec)
+    monkeypatch.setattr(gates_module, "prepare", lambda *a, **k: prepared)
+    real = gates_module.activate
+    monkeypatch.setattr(gates_module, "activate", lambda g, activation="sigmoid": real(g, "sigmoid"))
+    result = gates_module.run_gates(spec, GatesOptions())
+    assert not result.passed
+    assert all(check.first_bad is not None and check.first_bad["step"] in (0, 11) for check in result.checks[:2])
+
+
+def test_the_float64_loop_matches_the_reference_with_any_activation():
+    for activation in ("sigmoid", "hard_sigmoid", "hard_sigmoid_keras3"):
+        spec = hard_spec(activation, proj_size=3, batch_first=True)
+        prepared = scaled_lstm(spec, 3.0)
+        got = loop_forward(prepared.lstm, prepared.x, spec, activation)
+        out, h_n, c_n, _ = reference_lstm(prepared.lstm, prepared.x.transpose(0, 1), spec.lengths, activation)
+        torch.testing.assert_close(got.output.double(), out.transpose(0, 1), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(got.h_n.double(), h_n, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(got.c_n.double(), c_n, rtol=1e-6, atol=1e-6)
