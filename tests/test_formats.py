@@ -139,13 +139,23 @@ def test_torchscript_cells_are_read_without_running_the_model(tmp_path, run_cli)
     assert doc["passed"] and doc["source"]["format"] == "TorchScript archive (torch.jit.save)"
 
 
-def test_a_scripted_lstm_loads_as_itself(tmp_path):
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, 8, num_layers=2, bidirectional=True, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+def test_a_scripted_lstm_loads_as_itself_with_its_layout(tmp_path):
     torch.manual_seed(7)
-    lstm = nn.LSTM(5, 8, num_layers=2, bidirectional=True).eval()
+    model = Tagger().eval()
+    lstm = model.rnn
     path = tmp_path / "lstm.ts"
-    torch.jit.script(lstm).save(str(path))
+    torch.jit.script(model).save(str(path))
     spec, prepared, got = loaded_run(path)
-    assert spec.bidirectional and spec.num_layers == 2
+    assert spec.bidirectional and spec.num_layers == 2 and spec.batch_first
     with torch.no_grad():
         expected, (h, c) = lstm(prepared.x)
     torch.testing.assert_close(got.output, expected, **TOL)
@@ -223,6 +233,7 @@ def _protobuf_field(number: int, payload: bytes) -> bytes:
 
 def test_files_are_named_by_their_bytes_not_their_names(tmp_path, run_cli):
     torch.save(nn.LSTM(3, 2).state_dict(), tmp_path / "real.h5")
+    torch.save(nn.LSTM(3, 2).state_dict(), tmp_path / "legacy.npz", _use_new_zipfile_serialization=False)
     np.savez(tmp_path / "arrays.npz", **{k: v.numpy() for k, v in nn.LSTM(3, 2).state_dict().items()})
     os.rename(tmp_path / "arrays.npz", tmp_path / "arrays.pt")
     (tmp_path / "dynet.pt").write_text("#Parameter# /lstm/_0 {8,3} 96 ZERO_GRAD\n0.1 0.2\n")
@@ -234,6 +245,7 @@ def test_files_are_named_by_their_bytes_not_their_names(tmp_path, run_cli):
     (tmp_path / "model.onnx").write_bytes(coreml)
     expected = {
         "real.h5": ("torch", None),
+        "legacy.npz": ("torch", None),
         "arrays.pt": ("npz", None),
         "dynet.pt": (None, "a DyNet text model: not supported"),
         "one.pt": (None, "a single numpy array (.npy), not named weights"),
@@ -248,6 +260,7 @@ def test_files_are_named_by_their_bytes_not_their_names(tmp_path, run_cli):
             result = run_cli("inspect", "--weights", str(tmp_path / name))
             assert result.code == 2 and what in result.stderr and "pickle" not in result.stderr, result.stderr
     assert run_cli("inspect", "--weights", str(tmp_path / "real.h5"), "--json").json()["passed"]
+    assert run_cli("inspect", "--weights", str(tmp_path / "legacy.npz"), "--json").json()["passed"]
     assert run_cli("inspect", "--weights", str(tmp_path / "arrays.pt"), "--json").json()["passed"]
 
 

@@ -27,5 +27,17 @@ def read(file: Path, trust: bool = False) -> Contents:
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise FormatError(f"a TorchScript archive that torch.jit cannot load: {reason}") from None
     contents = find_in_tensors(state, "TorchScript archive (torch.jit.save)")
-    contents.notes.append("parameters read with torch.jit.load; the scripted forward was not run")
+    for found in contents.found:
+        layout = getattr(_submodule(module, found.name), "batch_first", None)
+        if isinstance(layout, bool):  # a scripted nn.LSTM keeps its constructor's constants
+            found.batch_first = layout
+            found.conversions.append(f"batch_first={layout}, read from the scripted module")
     return contents
+
+
+def _submodule(module, name: str):
+    for part in filter(None, name.split(".")):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
