@@ -312,8 +312,7 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
                     "(--batch-first for (N, L, H_in))"
                 )
         elif recorded and not flags.get("batch_first"):
-            flags["batch_first"] = True
-            source["notes"].append("input layout (N, L, H_in): batch_first, as the file records")
+            flags["batch_first"] = True  # the reader's conversions say so
         elif not recorded and "batch_first" in explicit:
             source["notes"].append("--batch-first given; the file records time-major input (L, N, H_in)")
         flags["recurrent_activation"] = source["recurrent_activation"]

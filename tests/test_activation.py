@@ -76,3 +76,51 @@ def test_the_float64_loop_matches_the_reference_with_any_activation():
         torch.testing.assert_close(got.output.double(), out.transpose(0, 1), rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(got.h_n.double(), h_n, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(got.c_n.double(), c_n, rtol=1e-6, atol=1e-6)
+
+
+# -- a Keras file with hard_sigmoid gates, through the command line --------------------------------
+
+
+def keras_hard_sigmoid_file(tmp_path: Path) -> tuple[Path, torch.nn.LSTM]:
+    from tests.test_format_keras import keras_weights, lstm_config, named, seeded_lstm, sequential, write_legacy
+
+    lstm = seeded_lstm(21)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.mul_(6.0)  # large pre-activations: the hard sigmoid clips
+    path = tmp_path / "model.h5"
+    config = sequential(lstm_config("lstm", recurrent_activation="hard_sigmoid"))
+    write_legacy(path, [("lstm", named("lstm/lstm_cell/", keras_weights(lstm)))], model_config=config)
+    return path, lstm
+
+
+def test_a_keras_hard_sigmoid_model_runs_in_inspect_and_gates_and_nowhere_else(tmp_path, run_cli):
+    path, lstm = keras_hard_sigmoid_file(tmp_path)
+    doc = run_cli("inspect", "--weights", str(path), "--json").json()
+    assert doc["passed"] and doc["config"]["batch_first"] is True
+    assert doc["source"]["recurrent_activation"] == "hard_sigmoid" and doc["source"]["key"] == "lstm"
+    assert any("transposed" in line for line in doc["source"]["conversions"])
+    assert any("float64 loop" in note for note in doc["notes"])
+    text = run_cli("inspect", "--weights", str(path), "--explain")
+    assert "hardsig(W_if x_t" in text.stdout and "clip(0.2 z + 0.5, 0, 1)" in text.stdout
+
+    export = tmp_path / "gates.npz"
+    result = run_cli("gates", "--weights", str(path), "--json", "--export", str(export), "--seq-len", "30")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["passed"] and doc["method"] == "loop" and "hard_sigmoid" in doc["end_to_end"]["reference"]
+    import numpy as np
+
+    with np.load(export) as data:
+        x = torch.from_numpy(data["input"])  # batch-first, as Keras feeds it
+        f_got = torch.from_numpy(data["f_l0"])
+    _, _, _, want = reference_lstm(lstm, x.transpose(0, 1), None, "hard_sigmoid")
+    torch.testing.assert_close(f_got.transpose(0, 1).double(), want[(0, "forward")]["f"], rtol=1e-5, atol=1e-5)
+    assert bool(((want[(0, "forward")]["f"] == 0) | (want[(0, "forward")]["f"] == 1)).any())
+
+    for command in ("compare-cell", "bench", "gradients"):
+        result = run_cli(command, "--weights", str(path))
+        assert result.code == 2 and "hard_sigmoid (clip(0.2 z + 0.5, 0, 1))" in result.stderr, command
+        assert len(result.stderr.splitlines()) == 1
+    result = run_cli("gates", "--weights", str(path), "--method", "recompute")
+    assert result.code == 2 and "drop --method" in result.stderr

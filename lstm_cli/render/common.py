@@ -141,7 +141,7 @@ def source_lines(source: dict | None) -> list[str]:
     if not source:
         return []
     key = f", key {source['key']!r}" if source["key"] else ""
-    lines = [f"weights: {source['file']} ({source['format']}{key})"]
+    lines = [f"weights: {source['file']}: {source['format']}{key}"]
     if source["recurrent_activation"] != "sigmoid":
         lines.append(f"  gates i, f, o: {source['recurrent_activation']}, not nn.LSTM's sigmoid")
     lines += [f"  converted: {line}" for line in source["conversions"]]
