@@ -11,7 +11,9 @@ import torch
 from lstm_cli.checks import Check, close, within
 from lstm_cli.explain import explain_lines
 from lstm_cli.model import Forward, prepare, run_lstm, time_major
+from lstm_cli.sources import find_lstm
 from lstm_cli.verify.loop64 import loop_forward
+from lstm_cli.verify.original import check_original
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import GATES, Dim, LSTMSpec
 from lstm_cli.verify.rule import Rule
@@ -98,6 +100,13 @@ def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None
         Check("total parameters == closed-form count", total == expected, float(abs(total - expected)), 0.0),
         *identity_checks(spec, forward, rule),
     ]
+    if spec.weights is not None:
+        found = find_lstm(spec.weights, spec.key, spec.trust_checkpoint).found
+        if found is not None and found.run_original is not None:
+            with collect_warnings(notes):
+                original_checks, original_notes = check_original(found, lstm, time_major(x, spec), atol, rtol)
+            checks += original_checks
+            notes += original_notes
     return InspectResult(
         command="inspect",
         config=spec.config(),

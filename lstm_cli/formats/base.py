@@ -40,10 +40,14 @@ class Found:
     batch_first: bool | None = None  # None: the file does not record the input layout
     cell_stack: bool = False  # one nn.LSTMCell per layer (widths may differ), not an nn.LSTM
     # The LSTM as stored, run by its own runtime (onnxruntime for ONNX): takes time-major input
-    # (L, N, input_size) float32 on the CPU and returns (output (L, N, D*H), h_n (D, N, H),
-    # c_n (D, N, H)) in PyTorch's layout. inspect compares nn.LSTM with it. None: no runtime.
-    run_original: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+    # (L, N, input_size) float32 on the CPU and optional initial states h0, c0 (D, N, H), and
+    # returns (output (L, N, D*H), h_n (D, N, H), c_n (D, N, H)) in PyTorch's layout. inspect
+    # checks nn.LSTM's weights against it step by step. None: no runtime here.
+    run_original: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
     run_original_name: str | None = None  # e.g. "onnxruntime 1.32.0 running node 'lstm_1'"
+    # False when the original computes something else on purpose (int8 arithmetic): its
+    # difference from nn.LSTM is then reported, not judged.
+    run_original_exact: bool = True
 
 
 @dataclass

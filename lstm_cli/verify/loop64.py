@@ -1,5 +1,6 @@
 """A float64 LSTM loop with any recurrent activation: the exact result of a model nn.LSTM
-cannot run (Keras' hard_sigmoid gates), for `inspect` and for `gates`' end-to-end report.
+cannot run (Keras' hard_sigmoid gates), for `inspect` and `gates`' end-to-end report, and the
+state at every step for checking a converted model against its original runtime.
 
 Written straight from the equations, one step at a time, every layer and direction, with
 projection and per-sequence lengths (a finished sequence keeps its state; its output is 0).
@@ -7,10 +8,12 @@ projection and per-sequence lengths (a finished sequence keeps its state; its ou
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from lstm_cli.model import Forward, direction_weights, from_time_major, time_major
+from lstm_cli.model import DirectionWeights, Forward, direction_weights, from_time_major, time_major
 from lstm_cli.spec import HARD_SIGMOID_SLOPES, LSTMSpec
 
 
@@ -19,6 +22,44 @@ def gate_activation(z: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "sigmoid":
         return z.sigmoid()
     return (z * HARD_SIGMOID_SLOPES[activation] + 0.5).clamp(0.0, 1.0)
+
+
+@dataclass
+class DirectionRun:
+    """One layer x direction in float64: output (T, N, H_out), 0 past each length, and the
+    state after every step, h (T, N, H_out) and c (T, N, H); the final state (N, ...)."""
+
+    output: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+    h_final: torch.Tensor
+    c_final: torch.Tensor
+
+
+def run_direction(w: DirectionWeights, xs: torch.Tensor, lengths: torch.Tensor, reverse: bool,
+                  activation: str = "sigmoid") -> DirectionRun:
+    """One direction over time-major xs (T, N, in) in float64, from a zero state."""
+    w_ih, w_hh = w.w_ih.double(), w.w_hh.double()
+    b = None if w.b_ih is None else w.b_ih.double() + w.b_hh.double()
+    w_hr = None if w.w_hr is None else w.w_hr.double()
+    xs = xs.double()
+    T, N = xs.shape[:2]
+    H = w_hh.shape[0] // 4
+    h, c = xs.new_zeros(N, w_hh.shape[1]), xs.new_zeros(N, H)
+    out, hs, cs = xs.new_zeros(T, N, w_hh.shape[1]), xs.new_zeros(T, N, w_hh.shape[1]), xs.new_zeros(T, N, H)
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        z = xs[t] @ w_ih.T + h @ w_hh.T
+        if b is not None:
+            z = z + b
+        i, f, g, o = z.view(N, 4, H).unbind(1)
+        c_new = gate_activation(f, activation) * c + gate_activation(i, activation) * g.tanh()
+        h_new = gate_activation(o, activation) * c_new.tanh()
+        if w_hr is not None:
+            h_new = h_new @ w_hr.T
+        valid = (t < lengths).unsqueeze(1)
+        h, c = torch.where(valid, h_new, h), torch.where(valid, c_new, c)
+        out[t], hs[t], cs[t] = h_new * valid, h, c
+    return DirectionRun(out, hs, cs, h, c)
 
 
 @torch.inference_mode()
@@ -32,30 +73,11 @@ def loop_forward(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec, activation: str
     for layer in range(spec.num_layers):
         outputs = []
         for direction in spec.directions():
-            w = direction_weights(lstm, layer, direction)
-            w_ih, w_hh = w.w_ih.double(), w.w_hh.double()
-            b = None if w.b_ih is None else w.b_ih.double() + w.b_hh.double()
-            w_hr = None if w.w_hr is None else w.w_hr.double()
-            H = w_hh.shape[0] // 4
-            h = xs.new_zeros(B, w_hh.shape[1])
-            c = xs.new_zeros(B, H)
-            out = xs.new_zeros(T, B, w_hh.shape[1])
-            steps = range(T - 1, -1, -1) if direction == "backward" else range(T)
-            for t in steps:
-                z = xs[t] @ w_ih.T + h @ w_hh.T
-                if b is not None:
-                    z = z + b
-                i, f, g, o = z.view(B, 4, H).unbind(1)
-                c_new = gate_activation(f, activation) * c + gate_activation(i, activation) * g.tanh()
-                h_new = gate_activation(o, activation) * c_new.tanh()
-                if w_hr is not None:
-                    h_new = h_new @ w_hr.T
-                valid = (t < lengths).unsqueeze(1)
-                h, c = torch.where(valid, h_new, h), torch.where(valid, c_new, c)
-                out[t] = h_new * valid
-            outputs.append(out)
-            h_n.append(h)
-            c_n.append(c)
+            run = run_direction(direction_weights(lstm, layer, direction), xs, lengths, direction == "backward",
+                                activation)
+            outputs.append(run.output)
+            h_n.append(run.h_final)
+            c_n.append(run.c_final)
         xs = torch.cat(outputs, dim=2)
     h_stack, c_stack = torch.stack(h_n), torch.stack(c_n)
     if spec.unbatched:

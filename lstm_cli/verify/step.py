@@ -162,9 +162,11 @@ class StepReference:
 
 
 def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: torch.Tensor, rule: Rule,
-                   activation: str = "sigmoid") -> StepReference:
+                   activation: str = "sigmoid", activation_floor: float = 0.0) -> StepReference:
     """PyTorch's LSTM equations for one step of R rows, in float64, with each element's bound;
-    `activation` is that of i, f, o (sigmoid, or a loaded model's hard sigmoid)."""
+    `activation` is that of i, f, o (sigmoid, or a loaded model's hard sigmoid);
+    `activation_floor` an absolute error, in u, of the checked path's sigmoid and tanh on top
+    of the relative one (a runtime whose activations are approximations, see rule.py)."""
     u, u_in = rule.u, rule.u_in
     x64, h64, c64 = x.double(), h_prev.double(), c_prev.double()
     z_x, z_h = x64 @ w.w_ih.T, h64 @ w.w_hh.T
@@ -202,12 +204,12 @@ def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: 
         a = HARD_SIGMOID_SLOPES[activation]
         slope[:, (0, 1, 3)] = a
         e_gates[:, (0, 1, 3)] = ACTIVATION_ULPS * u * (a * z.view(-1, 4, H)[:, (0, 1, 3)].abs() + 0.5)
-    e_gates = e_gates + slope * e_z
+    e_gates = e_gates + slope * e_z + activation_floor * u
     e_i, e_f, e_g, e_o = e_gates.unbind(1)
     e_c = (c64.abs() * e_f + g.abs() * e_i + i * e_g + e_i * e_g
            + ACTIVATION_ULPS * u * ((f * c64).abs() + (i * g).abs()))
     tanh_slope = 1 - (c.abs() - e_c).clamp(min=0).tanh().square()
-    e_r = tanh_c.abs() * e_o + o * tanh_slope * e_c + ACTIVATION_ULPS * u * r.abs()
+    e_r = tanh_c.abs() * e_o + o * (tanh_slope * e_c + activation_floor * u) + ACTIVATION_ULPS * u * r.abs()
     if w.w_hr is None:
         e_h = e_r
     else:
