@@ -13,6 +13,7 @@ and H for an RNN. A group is named as what it is, whatever its hidden size.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
@@ -24,6 +25,21 @@ LSTM_PARAM = re.compile(
 CELL_PARAM = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh)$")
 STACK_MEMBER = re.compile(r"^(?:(?P<base>.*)\.)?(?P<index>\d+)$")
 GATE_ROWS = {4: "LSTM", 3: "GRU", 1: "RNN"}
+
+
+def flatten(value: Any, leaf: type, prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every `leaf` (a tensor or array) in nested dicts, lists and tuples, by dotted path
+    (Lightning's {"state_dict": {...}, "epoch": 3} gives "state_dict.model.rnn.weight_ih_l0")."""
+    out = {} if out is None else out
+    if isinstance(value, leaf):
+        out[prefix] = value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            flatten(item, leaf, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            flatten(item, leaf, f"{prefix}.{index}" if prefix else str(index), out)
+    return out
 
 
 def recurrent_kind(state: dict[str, torch.Tensor], weight_hh: str, projected: bool) -> str | None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lstm_cli.formats.base import Contents, FormatError
-from lstm_cli.formats.named_tensors import find_in_tensors
+from lstm_cli.formats.named_tensors import find_in_tensors, flatten
 
 NUMERIC_KINDS = "fiub"  # float, signed and unsigned integer, bool
 
@@ -46,8 +46,7 @@ def read_pickle(file: Path, trust: bool = False) -> Contents:
         ) from None
     except Exception as exc:  # a damaged pickle raises many kinds of error
         raise FormatError(f"a Python pickle that cannot be read (truncated or corrupt?): {type(exc).__name__}") from None
-    arrays: dict[str, np.ndarray] = {}
-    _flatten_arrays(value, "", arrays)
+    arrays = flatten(value, np.ndarray)
     if not arrays:
         raise FormatError(f"a Python pickle of a {type(value).__name__} with no numpy arrays in it")
     return find_in_tensors(_tensors(arrays), "Python pickle of numpy arrays (read without running code)")
@@ -58,17 +57,6 @@ def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     if bad is not None:
         raise FormatError(f"array '{bad}' has dtype {arrays[bad].dtype}, not numbers")
     return {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
-
-
-def _flatten_arrays(value: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
-    if isinstance(value, np.ndarray):
-        out[prefix] = value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _flatten_arrays(item, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _flatten_arrays(item, f"{prefix}.{index}" if prefix else str(index), out)
 
 
 class _Refused(Exception):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lstm_cli.formats.base import Contents, FormatError, Found
-from lstm_cli.formats.named_tensors import find_in_tensors
+from lstm_cli.formats.named_tensors import find_in_tensors, flatten
 
 TRUST_HINT = "if you trust whoever made this file, rerun with --trust-checkpoint"
 
@@ -26,9 +26,7 @@ TRUST_HINT = "if you trust whoever made this file, rerun with --trust-checkpoint
 def read(file: Path, trust: bool = False) -> Contents:
     if trust:
         return _read_trusted(file)
-    tensors: dict[str, torch.Tensor] = {}
-    flatten(load_weights_only(file), "", tensors)
-    return find_in_tensors(tensors, "PyTorch state_dict (torch.save)")
+    return find_in_tensors(flatten(load_weights_only(file), torch.Tensor), "PyTorch state_dict (torch.save)")
 
 
 def load_weights_only(file: Path, advice: str = f"save model.state_dict() instead, or {TRUST_HINT}") -> Any:
@@ -47,19 +45,6 @@ def load_weights_only(file: Path, advice: str = f"save model.state_dict() instea
         raise FormatError(f"a torch.save file that torch cannot read (truncated or corrupt?): {reason[:160]}") from None
 
 
-def flatten(value: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
-    """Every tensor in nested dicts/lists, named by its dotted path (Lightning's
-    {"state_dict": {...}, "epoch": 3} gives "state_dict.model.rnn.weight_ih_l0")."""
-    if isinstance(value, torch.Tensor):
-        out[prefix] = value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            flatten(item, f"{prefix}.{index}" if prefix else str(index), out)
-
-
 def _read_trusted(file: Path) -> Contents:
     """--trust-checkpoint: any pickle, code and all; the LSTMs are the nn.LSTM and nn.LSTMCell
     submodules of whatever modules it holds (or the names of a plain state_dict)."""
@@ -73,9 +58,7 @@ def _read_trusted(file: Path) -> Contents:
         ) from None
     modules = dict(_modules(value, ""))
     if not modules:
-        tensors: dict[str, torch.Tensor] = {}
-        flatten(value, "", tensors)
-        return find_in_tensors(tensors, "PyTorch state_dict (torch.save, loaded with --trust-checkpoint)")
+        return find_in_tensors(flatten(value, torch.Tensor), "PyTorch state_dict (torch.save, loaded with --trust-checkpoint)")
     contents = Contents("pickled PyTorch module (loaded with --trust-checkpoint)")
     for name, module in modules.items():
         if isinstance(module, nn.LSTM):
