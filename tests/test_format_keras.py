@@ -16,7 +16,8 @@ from torch import nn
 h5py = pytest.importorskip("h5py")
 
 from lstm_cli.formats.base import RECURRENT_ACTIVATIONS, FormatError
-from lstm_cli.formats.keras_file import MAX_DEPTH, read
+from lstm_cli.formats.keras import read
+from lstm_cli.formats.keras.hdf5 import MAX_DEPTH
 
 I, H = 5, 7  # different, so that a transpose cannot pass for a reshape
 GATE_ORDER = "gate order i,f,c,o = PyTorch i,f,g,o: no reorder"

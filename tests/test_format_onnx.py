@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from lstm_cli.formats.base import FormatError, Rejected
-from lstm_cli.formats.onnx_file import read
+from lstm_cli.formats.onnx_model import read
 
 # nn.LSTM against onnxruntime on the same float32 weights: two float32 implementations summing
 # in different orders over a few steps, a few ulps of O(1) values apart.
@@ -671,11 +671,11 @@ def test_an_onnx_lstm_runs_in_every_command_and_onnxruntime_checks_it(tmp_path, 
 
 
 def test_a_wrong_gate_order_fails_the_onnxruntime_check(tmp_path, run_cli, monkeypatch):
-    from lstm_cli.formats import onnx_file
+    from lstm_cli.formats.onnx_model import convert
 
     torch.manual_seed(31)
     path = lstm_file(tmp_path / "model.onnx", nn.LSTM(6, 9))
-    monkeypatch.setattr(onnx_file, "ONNX_BLOCK_FOR_TORCH", (0, 1, 2, 3))  # no reorder: the classic bug
+    monkeypatch.setattr(convert, "ONNX_BLOCK_FOR_TORCH", (0, 1, 2, 3))  # no reorder: the classic bug
     result = run_cli("inspect", "--weights", str(path), "--json")
     assert result.code == 1
     [failed] = [c for c in result.json()["checks"] if not c["passed"]]

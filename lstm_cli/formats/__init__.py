@@ -20,9 +20,9 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "safetensors": ("lstm_cli.formats.safetensors_file", "read"),
     "npz": ("lstm_cli.formats.numpy_files", "read_npz"),
     "pickle": ("lstm_cli.formats.numpy_files", "read_pickle"),
-    "onnx": ("lstm_cli.formats.onnx_file", "read"),
-    "hdf5": ("lstm_cli.formats.keras_file", "read"),
-    "keras": ("lstm_cli.formats.keras_file", "read"),
+    "onnx": ("lstm_cli.formats.onnx_model", "read"),
+    "hdf5": ("lstm_cli.formats.keras", "read"),
+    "keras": ("lstm_cli.formats.keras", "read"),
 }
 
 
