@@ -268,3 +268,64 @@ def test_an_unknown_binary_is_never_called_a_pickle(tmp_path, run_cli):
     (tmp_path / "blob.bin").write_bytes(struct.pack("<8f", *range(8)) + b"\x00\xff" * 40)
     result = run_cli("inspect", "--weights", str(tmp_path / "blob.bin"))
     assert result.code == 2 and "unrecognised binary file" in result.stderr and "pickle" not in result.stderr
+
+
+def every_format(lstm: nn.LSTM, folder: Path) -> dict[str, Path]:
+    """The same one-layer LSTM in every format lstm-cli reads, each file named .bin: the bytes,
+    not the name, must tell them apart."""
+    from safetensors.torch import save_file
+
+    from tests.test_format_keras import keras_weights, lstm_config, named, sequential, write_legacy
+    from tests.test_format_onnx import lstm_file
+
+    state = lstm.state_dict()
+    files = {name: folder / f"{name}.bin" for name in (
+        "torch", "legacy", "torchscript", "safetensors", "npz", "pickle", "cell", "onnx", "keras")}
+    torch.save(state, files["torch"])
+    torch.save(state, files["legacy"], _use_new_zipfile_serialization=False)
+    torch.jit.script(lstm).save(str(files["torchscript"]))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(files["safetensors"]))
+    with open(files["npz"], "wb") as handle:
+        np.savez(handle, **{k: v.numpy() for k, v in state.items()})
+    with open(files["pickle"], "wb") as handle:
+        pickle.dump({k: v.numpy() for k, v in state.items()}, handle)
+    torch.save({k.removesuffix("_l0"): v for k, v in state.items()}, files["cell"])
+    lstm_file(files["onnx"], lstm)
+    # Keras has one bias: b_ih + b_hh (the reader gives it back as bias_ih, with bias_hh = 0).
+    write_legacy(files["keras"], [("lstm", named("lstm/lstm_cell/", keras_weights(lstm)))],
+                 model_config=sequential(lstm_config("lstm")))
+    return files
+
+
+FORMAT_NAMES = {
+    "torch": "PyTorch state_dict (torch.save)", "legacy": "PyTorch state_dict (torch.save)",
+    "torchscript": "TorchScript archive (torch.jit.save)", "safetensors": "safetensors",
+    "npz": "numpy .npz archive", "pickle": "Python pickle of numpy arrays (read without running code)",
+    "cell": "PyTorch state_dict (torch.save)", "onnx": "ONNX model", "keras": "Keras HDF5 (full model, Keras 2.4.0)",
+}
+
+
+def test_every_format_runs_in_every_command_and_says_what_it_loaded(tmp_path, run_cli):
+    torch.manual_seed(40)
+    lstm = nn.LSTM(5, 7).eval()  # input 5 and hidden 7, as the Keras test helpers write
+    files = every_format(lstm, tmp_path)
+    x = torch.randn(6, 2, 5)
+    np.save(tmp_path / "x.npy", x.numpy())
+    with torch.no_grad():
+        expected, _ = lstm(x)
+    for name, path in files.items():
+        batch_first = name == "keras"
+        layout = ["--input", str(tmp_path / ("xb.npy" if batch_first else "x.npy"))]
+        if batch_first:
+            np.save(tmp_path / "xb.npy", x.transpose(0, 1).numpy())
+        for command in ("inspect", "gates", "compare-cell"):
+            result = run_cli(command, "--weights", str(path), *layout, "--json")
+            assert result.code == 0, (name, command, result.stderr)
+            doc = result.json()
+            assert doc["passed"] and doc["source"]["format"] == FORMAT_NAMES[name], (name, command)
+            assert doc["source"]["file"] == str(path) and doc["config"]["batch_first"] is batch_first
+        export = tmp_path / f"{name}.npz"
+        assert run_cli("gates", "--weights", str(path), *layout, "--export", str(export)).code == 0
+        with np.load(export) as data:
+            output = torch.from_numpy(data["output"])
+        torch.testing.assert_close(output.transpose(0, 1) if batch_first else output, expected, **TOL)

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.bench import BenchResult
+from lstm_cli.render.common import source_lines
 
 
 def render_bench(result: BenchResult, console: Console) -> None:
@@ -14,6 +15,8 @@ def render_bench(result: BenchResult, console: Console) -> None:
         f"{result.device}, {result.dtype}, torch {result.torch}, {result.threads} thread(s); "
         f"median of {result.rows[0].repeat} interleaved runs after a warm-up", style="bold",
     ))
+    for line in source_lines(result.config.get("source")):
+        console.print(Text(line, style="bold"))
     table = Table(title="Time per forward pass, and ratio to nn.LSTM", title_justify="left")
     table.add_column("I, H, L, T, B")
     table.add_column("nn.LSTM", justify="right")
