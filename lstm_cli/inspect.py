@@ -63,6 +63,9 @@ class InspectResult:
     passed: bool
     notes: list[str]
     explain: list[str] | None
+    # With --lengths: the PackedSequence nn.LSTM returned ({data_shape, batch_sizes,
+    # sorted_indices}) and how it was unpacked; else None.
+    packed: dict | None = None
 
 
 def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None,
@@ -122,6 +125,13 @@ def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None
         passed=all(check.passed for check in checks),
         notes=notes,
         explain=explain_lines(spec) if explain else None,
+        packed=None if forward.packed is None else {
+            "data_shape": forward.packed.data_shape,
+            "batch_sizes": forward.packed.batch_sizes,
+            "sorted_indices": forward.packed.sorted_indices,
+            "unpacked_with": f"pad_packed_sequence(output, batch_first={spec.batch_first}, "
+                             f"total_length={spec.seq_len})",
+        },
     )
 
 

@@ -133,12 +133,22 @@ def prepare(spec: LSTMSpec, extra_elements: int = 0) -> Prepared:
 
 
 @dataclass
+class PackedInfo:
+    """What nn.LSTM returned for a packed batch, before pad_packed_sequence made it padded."""
+
+    data_shape: list[int]  # (sum(lengths), D * H_out)
+    batch_sizes: list[int]  # sequences still running at each step
+    sorted_indices: list[int]  # the batch, longest first (what enforce_sorted=False did)
+
+
+@dataclass
 class Forward:
     """One forward pass: the padded output (zeros past each length) and the final states."""
 
     output: torch.Tensor
     h_n: torch.Tensor
     c_n: torch.Tensor
+    packed: PackedInfo | None = None  # with --lengths
 
 
 @torch.inference_mode()
@@ -154,7 +164,10 @@ def run_lstm(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> Forward:
     output, _ = pad_packed_sequence(
         packed_output, batch_first=spec.batch_first, total_length=spec.seq_len
     )
-    return Forward(output, h_n, c_n)
+    info = PackedInfo(
+        list(packed_output.data.shape), packed_output.batch_sizes.tolist(), packed_output.sorted_indices.tolist()
+    )
+    return Forward(output, h_n, c_n, info)
 
 
 @dataclass

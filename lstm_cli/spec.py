@@ -149,7 +149,15 @@ class LSTMSpec:
         out = asdict(self)
         out["lengths"] = list(self.lengths) if self.lengths is not None else None
         out["stack_widths"] = list(self.stack_widths) if self.stack_widths is not None else None
+        out["input_source"] = self.input_source()
         return out
+
+    def input_source(self) -> str:
+        """Where the input came from, in words (headers and JSON say it)."""
+        if self.input is not None:
+            return f"file {self.input}"
+        padded = ", zero past each length" if self.lengths is not None else ""
+        return f"random N(0, 1) from seed {self.seed}{padded}"
 
     def tensor_dims(self) -> dict[str, list[Dim]]:
         """Shape of input, output, h_n and c_n, each dimension with what it means."""

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from lstm_cli.checks import Check
 from lstm_cli.verify.rule import Rule
 from lstm_cli.inspect import identity_checks, run_inspect
-from lstm_cli.model import Forward, Placement, build_lstm, make_input, run_lstm
+from lstm_cli.model import Forward, Placement, build_lstm, make_input, prepare, run_lstm
 from lstm_cli.spec import LSTMSpec
 from tests.strategies import small_specs
 
@@ -176,3 +176,20 @@ def test_cpu_runs_flush_denormals():
     place(LSTMSpec(device="cpu"))
     tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 denormal
     assert (tiny * 1.0).item() == 0.0
+
+
+def test_inspect_lengths_shows_the_packed_sequence_nn_lstm_returned(run_cli):
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    doc = run_cli("inspect", "--lengths", "4,10,7", "--bidirectional", "--proj-size", "5", "--json").json()
+    spec = LSTMSpec(lengths=(4, 10, 7), bidirectional=True, proj_size=5, device="cpu")
+    prepared = prepare(spec)
+    packed = pack_padded_sequence(prepared.x, torch.tensor(spec.lengths), enforce_sorted=False)
+    with torch.no_grad():
+        out, _ = prepared.lstm(packed)
+    assert doc["packed"]["data_shape"] == [21, 10] == list(out.data.shape)
+    assert doc["packed"]["batch_sizes"] == out.batch_sizes.tolist() == [3, 3, 3, 3, 2, 2, 2, 1, 1, 1]
+    assert doc["packed"]["sorted_indices"] == out.sorted_indices.tolist() == [1, 2, 0]
+    assert "total_length=10" in doc["packed"]["unpacked_with"]
+    assert doc["config"]["input_source"] == "random N(0, 1) from seed 0, zero past each length"
+    assert run_cli("inspect", "--json").json()["packed"] is None

@@ -31,6 +31,15 @@ def render_inspect(result: InspectResult, console: Console) -> None:
         dims = "\n".join(f"{d.symbol} = {d.size}: {d.meaning}" for d in info.dims)
         tensors.add_row(name, format_shape(info.shape), dims)
     console.print(tensors)
+    if result.packed is not None:
+        p = result.packed
+        console.print(Text(
+            f"Packed: nn.LSTM took pack_padded_sequence(input, lengths, enforce_sorted=False) and "
+            f"returned a PackedSequence with data {format_shape(p['data_shape'])} (sum(lengths), "
+            f"D*H_out), batch_sizes {p['batch_sizes']} (sequences running at each step), "
+            f"sorted_indices {p['sorted_indices']}; output above is {p['unpacked_with']}, zero past "
+            "each length."
+        ))
 
     params = Table(title="Parameters", title_justify="left")
     params.add_column("parameter")
@@ -49,8 +58,9 @@ def render_inspect(result: InspectResult, console: Console) -> None:
         gates.add_column("rows")
         gates.add_column("meaning")
         gates.add_column("activation")
+        recurrent = result.config.get("recurrent_activation", "sigmoid")
         for gate, (start, stop) in blocked.gate_rows.items():
-            activation = "tanh" if gate == "g" else "sigmoid"
+            activation = "tanh" if gate == "g" else recurrent
             gates.add_row(gate, f"{start}:{stop}", GATE_MEANING[gate], activation)
         console.print(gates)
 
