@@ -27,6 +27,7 @@ app = typer.Typer(
     "Exit codes: 0 success, 1 a check failed, 2 bad usage or input, 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -36,8 +37,8 @@ def _default(name: str) -> Any:
     return LSTMSpec.__dataclass_fields__[name].default
 
 
-def _option(*decls: str, help: str) -> Any:
-    return typer.Option(*decls, help=help, rich_help_panel=LSTM_PANEL)
+def _option(*decls: str, help: str, **kwargs: Any) -> Any:
+    return typer.Option(*decls, help=help, rich_help_panel=LSTM_PANEL, **kwargs)
 
 
 def _files(*decls: str, help: str) -> Any:
@@ -57,8 +58,8 @@ SHARED_FLAGS: list[tuple[str, Any]] = [
     ("proj_size", Annotated[int, _option("--proj-size", help="Project h to this width (0 = off; < hidden size).")]),
     ("dropout", Annotated[float, _option("--dropout", help="Dropout between layers, in [0, 1); active in train mode only.")]),
     ("bias", Annotated[bool, _option("--bias/--no-bias", help="Use b_ih and b_hh.")]),
-    ("dtype", Annotated[str, _option("--dtype", help="float32, float64, float16 or bfloat16.")]),
-    ("device", Annotated[str, _option("--device", help="auto, cpu, cuda, cuda:N or mps (auto = cuda if available).")]),
+    ("dtype", Annotated[str, _option("--dtype", metavar="[float32|float64|float16|bfloat16]", help="Precision of weights, input and every computation.")]),
+    ("device", Annotated[str, _option("--device", metavar="[auto|cpu|cuda|cuda:N|mps]", help="Where it runs (auto = cuda if available, else cpu).")]),
     ("seed", Annotated[int, _option("--seed", help="Seeds two separate generators: weights and input.")]),
     ("lengths", Annotated[str | None, _option("--lengths", help="Per-sequence lengths, e.g. 10,7,3: a packed, variable-length batch.")]),
     ("unbatched", Annotated[bool, _option("--unbatched", help="Input (L, H_in) with no batch dimension.")]),
@@ -106,6 +107,15 @@ def explicit_flags(ctx: typer.Context) -> set[str]:
     }
 
 
+def reflow(doc: str | None) -> str | None:
+    """A docstring's paragraphs as single lines, so --help re-wraps them at the terminal's
+    width instead of keeping the source's line breaks."""
+    if doc is None:
+        return None
+    paragraphs = pyinspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
 def lstm_command(command: Callable[..., int]) -> Callable[..., int]:
     """Give a command the shared LSTM flags: Typer sees them in the signature, the command
     receives one validated `spec` instead (and `ctx` too if it asks for it)."""
@@ -125,7 +135,7 @@ def lstm_command(command: Callable[..., int]) -> Callable[..., int]:
 
     with_spec.__signature__ = pyinspect.Signature(own + shared)  # type: ignore[attr-defined]
     with_spec.__name__ = command.__name__
-    with_spec.__doc__ = command.__doc__
+    with_spec.__doc__ = reflow(command.__doc__)
     return with_spec
 
 
@@ -280,7 +290,7 @@ def gates_command(
     sat_high: Annotated[float, _gates_option("--sat-high", help="i, f, o count as right-saturated above this.")] = 0.9,
     tanh_sat_low: Annotated[float, _gates_option("--tanh-sat-low", help="g counts as left-saturated below this.")] = -0.9,
     tanh_sat_high: Annotated[float, _gates_option("--tanh-sat-high", help="g counts as right-saturated above this.")] = 0.9,
-    method: Annotated[str, _gates_option("--method", help="How gates are captured: auto, loop or recompute (auto picks by device and size).")] = "auto",
+    method: Annotated[str, _gates_option("--method", metavar="[auto|loop|recompute]", help="How gates are captured (auto picks by device and size).")] = "auto",
     export: Annotated[str | None, _gates_option("--export", metavar="FILE.npz|FILE.pt", help="Write every captured tensor (names and shapes in the README).")] = None,
     plot: Annotated[str | None, _gates_option("--plot", metavar="FILE.png", help="Write heatmaps per layer and gate (needs the plot extra: pip install 'lstm-cli\\[plot]').")] = None,
     atol: AtolFlag = None,
@@ -336,7 +346,7 @@ def bench_command(
                      "hidden-size, input-size or num-layers, e.g. seq-len=10,100,1000."),
     ] = None,
     repeat: Annotated[int, typer.Option("--repeat", help="Timed runs of each path per row (median reported).")] = 5,
-    method: Annotated[str, typer.Option("--method", help="Gate capture method: auto, loop or recompute.")] = "auto",
+    method: Annotated[str, typer.Option("--method", metavar="[auto|loop|recompute]", help="Gate capture method.")] = "auto",
     json_output: JsonFlag = False,
 ) -> int:
     """Time nn.LSTM, the LSTMCell loop and the gate capture side by side on one device.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from lstm_cli.spec import RECURRENT_ACTIVATIONS, LSTMSpec
 
 
@@ -21,6 +23,9 @@ def explain_lines(spec: LSTMSpec) -> list[str]:
     ]
     if P:
         lines.append(f"  h_t = W_hr h_t                                          projection to {P}")
+    if not spec.bias:  # --no-bias: no b terms (each gate line loses the same two, so columns align)
+        lines = [re.sub(r" \+ b_\w\w", "", line).replace(", weight_hh and the biases", " and weight_hh")
+                 for line in lines]
     if spec.recurrent_activation != "sigmoid":  # same width as "sigmoid", so the columns align
         lines = [line.replace("sigmoid(", "hardsig(") for line in lines]
         formula = RECURRENT_ACTIVATIONS[spec.recurrent_activation]

@@ -832,6 +832,8 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
             shadow, shadow_note = None, f"not shadowed: end to end is already against {reference_name}"
     if spec.dropout and spec.num_layers > 1:
         notes.append("dropout acts in train mode only; gates runs in eval mode, so none applied")
+    if options.sequence != 0 and options.heatmap is None and options.plot is None:
+        notes.append(f"--sequence {options.sequence} picks what --heatmap and --plot draw; without either it changes nothing")
     layers = []
     for (layer, direction), recorder in capture.recorders.items():
         stats, cell, per_step = recorder.stats.summary()

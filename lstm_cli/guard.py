@@ -4,6 +4,7 @@ sentences. No torch import here: it runs before and around everything else."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -63,6 +64,21 @@ def _out_of_memory(exc: BaseException) -> str | None:
     return None
 
 
+# Live displays (progress bars) to stop before the process ends on Ctrl-C: stopping one shows the
+# cursor again and erases the bar, so "interrupted" is the last thing on the terminal.
+LIVE_DISPLAYS: list[Any] = []
+# Writing the output failed for a reason the user can act on (a full disk, a bad device).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
+
+def stop_live_displays() -> None:
+    for display in list(LIVE_DISPLAYS):
+        try:
+            display.stop()
+        except Exception:  # noqa: BLE001 - ending the process matters more than a tidy bar
+            pass
+
+
 class _InterruptWatchdog:
     """Ctrl-C while torch runs one long C++ call (a fused nn.LSTM over 10^6 steps) reaches
     Python only when that call returns. The signal's wake-up fd lets a thread see it at once;
@@ -87,6 +103,7 @@ class _InterruptWatchdog:
             if signal.SIGINT in os.read(read_fd, 64):
                 time.sleep(INTERRUPT_GRACE_S)
                 if not self.done:
+                    stop_live_displays()
                     sys.stderr.write(f"{PROG}: interrupted\n")
                     sys.stderr.flush()
                     os._exit(EXIT_INTERRUPTED)
@@ -116,10 +133,12 @@ def run_guarded(call: Callable[[], Any], watch_interrupts: bool = False) -> int:
         if watchdog:
             watchdog.__enter__()
         code = call()
+        sys.stdout.flush()  # a full disk shows here, not at the interpreter's exit
     except UsageError as exc:
         fail(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
+        stop_live_displays()
         code = EXIT_INTERRUPTED
     except BrokenPipeError:
         silence_stdout()
@@ -130,8 +149,13 @@ def run_guarded(call: Callable[[], Any], watch_interrupts: bool = False) -> int:
             if exc.exit_code == EXIT_INTERRUPTED or type(exc).__name__ == "Abort":
                 code = EXIT_INTERRUPTED
             else:
-                fail(exc.format_message())
+                if exc.format_message().strip():  # no command given: the help above says it all
+                    fail(exc.format_message())
                 return exc.exit_code
+        elif isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            silence_stdout()
+            fail(f"cannot write the output: {exc.strerror}")
+            return EXIT_USAGE
         elif (reason := _out_of_memory(exc)) is not None:
             fail(reason)
             return EXIT_USAGE

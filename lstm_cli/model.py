@@ -8,6 +8,7 @@ device: both are drawn on the CPU in float32 and then moved and cast.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -100,7 +101,16 @@ def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:
     if spec.input is not None:
         from lstm_cli.sources import load_input
 
-        return load_input(spec.input).to(device=placement.device, dtype=placement.dtype)
+        x = load_input(spec.input)
+        if torch.finfo(placement.dtype).bits < torch.finfo(x.dtype).bits or (
+            x.dtype == torch.float16 and placement.dtype == torch.bfloat16
+        ):
+            stored = str(x.dtype).removeprefix("torch.")
+            warnings.warn(
+                f"--input {spec.input} holds {stored} values; they run rounded to {placement.dtype_name} "
+                f"(--dtype {stored} runs them as stored)"
+            )
+        return x.to(device=placement.device, dtype=placement.dtype)
     shape = spec.tensor_shapes()["input"]
     generator = torch.Generator().manual_seed(spec.seed)
     x = torch.randn(shape, generator=generator, dtype=torch.float32)

@@ -21,6 +21,7 @@ import torch
 from lstm_cli.errors import UsageError
 from lstm_cli.guard import PROG
 from lstm_cli.formats import read_file
+from lstm_cli.formats.detect import detect
 from lstm_cli.formats.base import FormatError, Found
 from lstm_cli.formats.named_tensors import LSTM_PARAM
 from lstm_cli.formats.torch_file import load_weights_only
@@ -246,7 +247,13 @@ def load_input(path: str) -> torch.Tensor:
 @functools.lru_cache(maxsize=2)
 def _load_input(file: Path, version: tuple[int, int]) -> torch.Tensor:
     path = str(file)
-    if file.suffix == ".npy":
+    detected = detect(file)
+    if detected.kind not in ("torch", "npy"):
+        raise UsageError(
+            f"--input {path}: {detected.what.split(':')[0]}; --input takes a .pt file holding one tensor "
+            "(torch.save(x, path)) or a .npy array (np.save(path, x))"
+        )
+    if detected.kind == "npy":
         try:
             array = np.load(file, allow_pickle=False)
         except ValueError as exc:

@@ -227,8 +227,8 @@ class LSTMSpec:
 
 
 def parse_lengths(text: str | None) -> tuple[int, ...] | None:
-    """'10,7,3' -> (10, 7, 3); a clear UsageError for anything else."""
-    if text is None or text == "":
+    """'10,7,3' -> (10, 7, 3); a clear UsageError for anything else, '' included."""
+    if text is None:
         return None
     parts = [p.strip() for p in text.split(",")]
     try:

@@ -248,7 +248,7 @@ def test_files_are_named_by_their_bytes_not_their_names(tmp_path, run_cli):
         "legacy.npz": ("torch", None),
         "arrays.pt": ("npz", None),
         "dynet.pt": (None, "a DyNet text model: not supported"),
-        "one.pt": (None, "a single numpy array (.npy), not named weights"),
+        "one.pt": ("npy", "a single numpy array (.npy), not named weights"),
         "config.pt": (None, "a JSON text file"),
         "model.onnx": (None, "a CoreML model: not supported"),
     }

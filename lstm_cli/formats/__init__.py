@@ -36,7 +36,7 @@ def read_file(file: Path, trust: bool = False) -> Contents:
 @functools.lru_cache(maxsize=4)
 def _read(file: Path, trust: bool, version: tuple[int, int]) -> Contents:
     found: Detected = detect(file)
-    if found.kind is None:
+    if found.kind not in REGISTRY:  # None, or an .npy array (an input, never weights)
         raise FormatError(f"{found.what}")
     if trust and found.kind not in ("torch", "pickle"):
         raise FormatError(f"--trust-checkpoint applies to pickled torch files, and this is {found.what}")

@@ -20,7 +20,7 @@ HEAD_BYTES = 4096
 
 @dataclass(frozen=True)
 class Detected:
-    kind: str | None  # a key of formats.REGISTRY, or None: not something lstm-cli reads
+    kind: str | None  # a key of formats.REGISTRY ("npy": an --input only), or None: not something lstm-cli reads
     what: str  # the file in words: "a TorchScript archive", "a CoreML model"
 
 
@@ -35,7 +35,7 @@ def detect(file: Path) -> Detected:
     if head.startswith(HDF5_MAGIC) or _hdf5_after_user_block(file, size):
         return Detected("hdf5", "an HDF5 file")
     if head.startswith(NPY_MAGIC):
-        return Detected(None, "a single numpy array (.npy), not named weights: save a dict of arrays with np.savez")
+        return Detected("npy", "a single numpy array (.npy), not named weights: save a dict of arrays with np.savez")
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
         return Detected("safetensors", "a safetensors file")
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from rich.table import Table
 from rich.text import Text
 
+from lstm_cli.guard import LIVE_DISPLAYS
 from lstm_cli.checks import Check
 
 
@@ -187,9 +188,13 @@ def stderr_progress(total: int, unit: str, description: str) -> Iterator[Callabl
         TextColumn("{task.description}"), BarColumn(), TextColumn(f"{{task.completed}}/{{task.total}} {unit}"),
         TimeRemainingColumn(), console=make_console(stderr=True), transient=True,
     ) as progress:
+        LIVE_DISPLAYS.append(progress)  # Ctrl-C stops it before saying "interrupted"
         task = progress.add_task(description, total=total)
 
         def advance(steps: int, description: str | None = None) -> None:
             progress.update(task, advance=steps, **({"description": description} if description else {}))
 
-        yield advance
+        try:
+            yield advance
+        finally:
+            LIVE_DISPLAYS.remove(progress)
