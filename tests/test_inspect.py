@@ -41,11 +41,15 @@ def test_same_seed_same_numbers_and_input_stream_is_plain_randn():
     spec = LSTMSpec(seed=7)
     x = make_input(spec, CPU32)
     assert torch.equal(x, torch.randn(10, 3, 100, generator=torch.Generator().manual_seed(7)))
-    a = run_lstm(build_lstm(spec, CPU32), x, spec)
-    b = run_lstm(build_lstm(spec, CPU32), make_input(spec, CPU32), spec)
-    assert torch.equal(a.output, b.output)
+    assert torch.equal(make_input(spec, CPU32), x)  # the same stream, drawn again
+    first, second = build_lstm(spec, CPU32), build_lstm(spec, CPU32)
+    assert all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters()))
+    # Equal weights and input give equal outputs up to the GEMM's last bit, which on some CPUs
+    # follows the buffers' memory alignment: compared within float32 rounding, not bit for bit.
+    a, b = run_lstm(first, x, spec), run_lstm(second, x.clone(), spec)
+    torch.testing.assert_close(a.output, b.output, rtol=1e-6, atol=1e-7)
     other = run_lstm(build_lstm(LSTMSpec(seed=8), CPU32), x, spec)
-    assert not torch.equal(a.output, other.output)
+    assert (a.output - other.output).abs().max() > 1e-3
 
 
 def test_weights_follow_pytorch_init_bound():

@@ -73,8 +73,10 @@ def test_tagger_loads_every_way_and_matches_the_original(tmp_path, way):
     with torch.no_grad():
         expected_out, (expected_h, expected_c) = tagger.rnn(prepared.x)
     got = run_lstm(prepared.lstm, prepared.x, spec)
-    assert torch.equal(got.output, expected_out)
-    assert torch.equal(got.h_n, expected_h) and torch.equal(got.c_n, expected_c)
+    # The same weights in other buffers: equal up to the GEMM's last bit, which on some CPUs
+    # follows memory alignment (the weights themselves are compared exactly).
+    assert all(torch.equal(prepared.lstm.state_dict()[k], v) for k, v in tagger.rnn.state_dict().items())
+    torch.testing.assert_close((got.output, got.h_n, got.c_n), (expected_out, expected_h, expected_c), rtol=1e-6, atol=1e-7)
 
 
 def test_two_lstms_need_a_key_and_each_key_picks_the_right_one(tmp_path, run_cli):
@@ -145,7 +147,7 @@ def test_input_file_sets_shapes_and_is_what_runs(tmp_path, run_cli):
     assert torch.equal(prepared.x, x)
     with torch.no_grad():
         expected, _ = prepared.lstm(x)
-    assert torch.equal(run_lstm(prepared.lstm, prepared.x, spec).output, expected)
+    torch.testing.assert_close(run_lstm(prepared.lstm, prepared.x, spec).output, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_saved_weights_rerun_to_the_same_numbers(tmp_path, run_cli):
