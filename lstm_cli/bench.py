@@ -4,7 +4,6 @@ Returns a plain result; never prints."""
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -16,7 +15,12 @@ from lstm_cli.gates_options import GatesOptions
 from lstm_cli.model import prepare, run_lstm
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import BENCH_PRESETS, SIZE_FIELDS, LSTMSpec
-from lstm_cli.timing import interleaved_seconds
+from lstm_cli.timing import SPREAD_LIMIT, Spread, interleaved_seconds, spread
+
+PATHS = {"fused": "nn.LSTM", "cells": "cell loop", "gates": "capture"}
+# The cell loop does nn.LSTM's arithmetic step by step from Python, so it is never meaningfully
+# faster; below this ratio nn.LSTM was held up (its threads waiting on a core another process had).
+STALL_RATIO = 0.5
 
 
 @dataclass
@@ -25,18 +29,29 @@ class BenchRow:
     hidden_size: int
     num_layers: int
     seq_len: int
-    batch_size: int
+    batch_size: int  # the --batch-size flag; no batch dimension when `unbatched`
     gates_method: str
     repeat: int
-    fused_s: float
+    fused_s: float  # medians of the `repeat` timed runs
     cells_s: float
     gates_s: float
-    cells_ratio: float
+    cells_ratio: float  # cells_s / fused_s
     gates_ratio: float
     gflop: float  # forward FLOPs of one pass, see forward_flops
-    fused_gflops: float
+    fused_gflops: float  # gflop / each median
     cells_gflops: float
     gates_gflops: float
+    fused_min_s: float = 0.0  # fastest and slowest timed run of each path
+    fused_max_s: float = 0.0
+    cells_min_s: float = 0.0
+    cells_max_s: float = 0.0
+    gates_min_s: float = 0.0
+    gates_max_s: float = 0.0
+    fused_runs_s: list[float] | None = None  # every timed run, in the order taken
+    cells_runs_s: list[float] | None = None
+    gates_runs_s: list[float] | None = None
+    unbatched: bool = False
+    counted_steps: int = 0  # (sequence, step) pairs the FLOPs count: sum of --lengths, else T x batch
 
 
 @dataclass
@@ -46,23 +61,33 @@ class BenchResult:
     device: str
     dtype: str
     torch: str
-    threads: int
+    threads: int  # intra-op threads the timed runs used (torch.get_num_threads() during them)
     rows: list[BenchRow]
     checks: list
     notes: list[str]
     passed: bool = True
+    threads_flag: int | None = None  # --threads N, or None for torch's default
+    steady: bool = True  # False when a note says the timings may not be trustworthy
+
+
+def counted_steps(spec: LSTMSpec) -> int:
+    """(sequence, step) pairs a forward pass computes: with --lengths only the valid steps
+    (their sum; a packed nn.LSTM skips the rest), else seq_len x batch (batch 1 unbatched)."""
+    if spec.lengths is not None:
+        return sum(spec.lengths)
+    return spec.seq_len * (1 if spec.unbatched else spec.batch_size)
 
 
 def forward_flops(spec: LSTMSpec) -> int:
     """FLOPs of one forward pass, counting the gate GEMMs (a multiply-add = 2 FLOPs) and the
-    projection; activations and element-wise updates are left out. Per direction and step, for
-    each sequence: layer 0 needs 8H(I + H_out), each later layer 8H(D*H_out + H_out), and with
-    proj_size P every layer adds 2PH. Without projection this is the issue's
-    8*B*T*H*((I+H) + (L-1)*(D*H+H)) per direction."""
+    projection; activations and element-wise updates are left out. Per direction and valid
+    step of each sequence: layer 0 needs 8H(I + H_out), each later layer 8H(D*H_out + H_out),
+    and with proj_size P every layer adds 2PH. Without projection or --lengths this is the
+    issue's 8*B*T*H*((I+H) + (L-1)*(D*H+H)) per direction; with --lengths, B*T becomes the sum
+    of the lengths."""
     D, H, P, h_out = spec.num_directions, spec.hidden_size, spec.proj_size, spec.h_out
-    batch = 1 if spec.unbatched else spec.batch_size
     per_step = sum(8 * H * (spec.layer_input_size(k) + h_out) + 2 * P * H for k in range(spec.num_layers))
-    return D * batch * spec.seq_len * per_step
+    return D * counted_steps(spec) * per_step
 
 
 def bench_specs(base: LSTMSpec, preset: str | None, sweep: tuple[str, list[int]] | None) -> list[LSTMSpec]:
@@ -75,16 +100,38 @@ def bench_specs(base: LSTMSpec, preset: str | None, sweep: tuple[str, list[int]]
     return [replace(base, **{field: value}) for value in values]
 
 
+def row_label(row: BenchRow) -> str:
+    """I, H, L, T, B; "unbatched" in B's place for input without a batch dimension."""
+    batch = "unbatched" if row.unbatched else str(row.batch_size)
+    return f"{row.input_size}, {row.hidden_size}, {row.num_layers}, {row.seq_len}, {batch}"
+
+
 def run_bench(
     specs: list[LSTMSpec], repeat: int = 5, method: str = "auto",
-    progress: Callable[..., None] | None = None,
+    progress: Callable[..., None] | None = None, threads: int | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> BenchResult:
+    """Time every spec's three paths. `threads` sets torch's intra-op threads for the run (and
+    puts the previous number back after); `clock` goes to interleaved_seconds (tests fake it)."""
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_bench(specs, repeat, method, progress, threads, clock)
+    finally:
+        if threads is not None:
+            torch.set_num_threads(previous_threads)
+
+
+def _run_bench(specs, repeat, method, progress, threads, clock) -> BenchResult:
     notes: list[str] = []
     rows = []
+    ran_threads = torch.get_num_threads()
     with collect_warnings(notes):
         for spec in specs:
             if progress is not None:
-                progress(0, f"timing seq-len {spec.seq_len}, batch {spec.batch_size}, hidden {spec.hidden_size}")
+                batch = "unbatched" if spec.unbatched else f"batch {spec.batch_size}"
+                progress(0, f"timing seq-len {spec.seq_len}, {batch}, hidden {spec.hidden_size}")
             extra = spec.parameter_count() + extra_elements(spec, GatesOptions())
             prepared = prepare(spec, extra_elements=extra)
             lstm, x, device = prepared.lstm, prepared.x, prepared.placement.device
@@ -98,17 +145,23 @@ def run_bench(
                     "cells": lambda: cells.run_cells(stack, x, spec),
                     "gates": lambda: capture_gates(lstm, x, spec, reference, capture),
                 },
-                device, repeat=repeat, warmup=1,
+                device, repeat=repeat, warmup=1, clock=clock,
             )
-            fused, looped, gates = (statistics.median(times[k]) for k in ("fused", "cells", "gates"))
+            fused, looped, gates = (spread(times[k]) for k in PATHS)
             gflop = forward_flops(spec) / 1e9
             rows.append(BenchRow(
                 *(getattr(spec, f) for f in SIZE_FIELDS), method_name, repeat,
-                fused, looped, gates, looped / fused, gates / fused,
-                gflop, gflop / fused, gflop / looped, gflop / gates,
+                fused.median, looped.median, gates.median,
+                _ratio(looped.median, fused.median), _ratio(gates.median, fused.median),
+                gflop, _ratio(gflop, fused.median), _ratio(gflop, looped.median), _ratio(gflop, gates.median),
+                fused.min, fused.max, looped.min, looped.max, gates.min, gates.max,
+                times["fused"], times["cells"], times["gates"],
+                spec.unbatched, counted_steps(spec),
             ))
             if progress is not None:
                 progress(1)
+    timing_notes = [note for note in (spread_note(rows), stall_note(rows, str(device), ran_threads)) if note]
+    notes[:0] = timing_notes
     first = specs[0]
     if first.dropout:
         notes.append("dropout acts in train mode only; every path ran in eval mode, so none applied")
@@ -118,8 +171,60 @@ def run_bench(
         device=str(prepared.placement.device),
         dtype=prepared.placement.dtype_name,
         torch=torch.__version__,
-        threads=torch.get_num_threads(),
+        threads=ran_threads,
         rows=rows,
         checks=[],
         notes=notes,
+        threads_flag=threads,
+        steady=not timing_notes,
+    )
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else float("inf")
+
+
+def row_spreads(row: BenchRow) -> dict[str, Spread]:
+    """Each path's fastest, median and slowest run, by PATHS key."""
+    return {
+        "fused": Spread(row.fused_min_s, row.fused_s, row.fused_max_s),
+        "cells": Spread(row.cells_min_s, row.cells_s, row.cells_max_s),
+        "gates": Spread(row.gates_min_s, row.gates_s, row.gates_max_s),
+    }
+
+
+def spread_note(rows: list[BenchRow]) -> str | None:
+    """One line when some path's slowest run took more than SPREAD_LIMIT x its fastest (see
+    timing.SPREAD_LIMIT for why that rule), naming each such path's worst row."""
+    worst: dict[str, tuple[float, BenchRow]] = {}
+    for row in rows:
+        for key, s in row_spreads(row).items():
+            if s.wide and (key not in worst or s.ratio > worst[key][0]):
+                worst[key] = (s.ratio, row)
+    if not worst:
+        return None
+    where = (lambda row: f" at {row_label(row)}") if len(rows) > 1 else (lambda row: "")
+    spans = ", ".join(f"{PATHS[key]} {ratio:.1f}x{where(row)}" for key, (ratio, row) in worst.items())
+    return (
+        f"timings spread widely (slowest run / fastest: {spans}; steady is under {SPREAD_LIMIT:g}x): "
+        "the machine looks busy and the medians may not be trustworthy; rerun when it is idle"
+    )
+
+
+def stall_note(rows: list[BenchRow], device: str, threads: int) -> str | None:
+    """One line when the cell loop beat nn.LSTM by more than 1/STALL_RATIO: nn.LSTM was held
+    up, consistently enough that its own runs agree (so spread_note cannot see it)."""
+    stalled = [row for row in rows if row.cells_ratio < STALL_RATIO]
+    if not stalled:
+        return None
+    row = min(stalled, key=lambda r: r.cells_ratio)
+    where = f" at {row_label(row)}" if len(rows) > 1 else ""
+    advice = (
+        f"; on CPU its {threads} threads wait for each other when another process holds a core: "
+        "try --threads 1" if device.startswith("cpu") and threads > 1 else ""
+    )
+    return (
+        f"the cell loop took {row.cells_ratio:.3g}x nn.LSTM's time{where}, though it does the same "
+        f"arithmetic one step at a time: nn.LSTM was held up, the machine looks busy and the "
+        f"medians may not be trustworthy{advice}"
     )

@@ -1,21 +1,61 @@
 """Wall-clock timing shared by every command that reports speed: warm-up rounds first, then
-repeated rounds, with CUDA synchronised around each run so GPU time is counted."""
+repeated rounds, with CUDA synchronised around each run so GPU time is counted; and how far
+apart the runs of one callable landed, to say when a machine was too busy to trust them."""
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
+# When the slowest run of a path took more than this many times its fastest, the machine was
+# busy during the timing and the median may not be trustworthy. Why max/min and why 1.5:
+# - Repeated runs of one deterministic forward pass on the same input, on an idle machine, land
+#   within a few percent to ~20% of each other (caches, clocks, the allocator). A run that takes
+#   1.5x the fastest had something else on the CPU or GPU during it: another process holding a
+#   core, which is how nn.LSTM went from 0.3 ms to 708 ms between identical runs.
+# - The alternative, IQR/median, rests on two or three values at the default --repeat 5 and is
+#   blind to a single stalled run (its quartiles skip it), yet a stalled run is exactly the
+#   evidence of a busy machine the user needs to hear about; max/min sees it at any --repeat >= 2.
+# - The median of 5 often survives one stalled run, which is why the warning says "may".
+SPREAD_LIMIT = 1.5
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The fastest, median and slowest of one callable's timed runs, in seconds."""
+
+    min: float
+    median: float
+    max: float
+
+    @property
+    def ratio(self) -> float:
+        """Slowest over fastest; 1.0 for a single run (no spread to see)."""
+        return self.max / self.min if self.min > 0 else (1.0 if self.max == 0 else float("inf"))
+
+    @property
+    def wide(self) -> bool:
+        return self.ratio > SPREAD_LIMIT
+
+
+def spread(seconds: Sequence[float]) -> Spread:
+    return Spread(min(seconds), statistics.median(seconds), max(seconds))
+
 
 def interleaved_seconds(
-    runs: Mapping[str, Callable[[], object]], device: torch.device, repeat: int = 5, warmup: int = 1
+    runs: Mapping[str, Callable[[], object]], device: torch.device, repeat: int = 5, warmup: int = 1,
+    clock: Callable[[], float] | None = None,
 ) -> dict[str, list[float]]:
     """Every timed run of several callables, taken round-robin (a, b, a, b, ...) after `warmup`
     untimed rounds, so that load from other processes on a shared machine lands on all of them
-    alike. Returns the seconds of each run per name; take the median of each, or of per-round
-    ratios."""
+    alike. Returns the seconds of each run per name; take the median of each (or `spread`), or
+    of per-round ratios. `clock` (default time.perf_counter) is read once before and once after
+    each timed run; tests pass a fake one."""
+    clock = clock or time.perf_counter
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         for run in runs.values():
@@ -24,8 +64,8 @@ def interleaved_seconds(
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeat):
         for name, run in runs.items():
-            start = time.perf_counter()
+            start = clock()
             run()
             synchronize()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
