@@ -782,8 +782,8 @@ def extra_elements(spec: LSTMSpec, options: GatesOptions) -> int:
     if options.export is not None:
         kept += L * D * T * B * (5 * H + H_out) * 2  # captured, then reordered for writing
     if options.plot is not None:
-        kept += L * D * T * 5 * H
-    elif options.heatmap is not None:
+        kept += (L if options.plot_layers is None else len(options.plot_layers)) * D * T * 5 * H
+    if options.heatmap is not None:
         kept += T * 5 * H
     return layer_buffers + working + per_step + kept
 
@@ -809,11 +809,12 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         method_name, reason = choose_method(spec, placement.device, options.method)
         method = (LoopCapture(options.use_mkl, spec.recurrent_activation) if method_name == "loop"
                   else RecomputeCapture())
-        keep_sequence = {}
+        keep_sequence = {}  # what --plot (its --layers only) and --heatmap draw
         if options.plot is not None:
-            keep_sequence = {(layer, d): options.sequence for layer in range(spec.num_layers) for d in spec.directions()}
-        elif options.heatmap is not None:
-            keep_sequence = {(options.heatmap.layer, options.heatmap.direction): options.sequence}
+            drawn = options.plot_layers if options.plot_layers is not None else range(spec.num_layers)
+            keep_sequence = {(layer, d): options.sequence for layer in drawn for d in spec.directions()}
+        if options.heatmap is not None:
+            keep_sequence[(options.heatmap.layer, options.heatmap.direction)] = options.sequence
         step_macs = shadow_step_macs(lstm)
         sample = choose_sample(1 if spec.unbatched else spec.batch_size, spec.seq_len, step_macs, spec.lengths)
         capture = capture_gates(
@@ -848,7 +849,8 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         if options.plot is not None:
             from lstm_cli.plot import plot_gates
 
-            plot_gates(options.plot, spec, {k: r.sequence for k, r in capture.recorders.items()}, options.sequence)
+            plot_gates(options.plot, spec, {k: r.sequence for k, r in capture.recorders.items()}, options.sequence,
+                       layers=options.plot_layers, color_range=options.plot_range, device=str(placement.device))
     return GatesResult(
         command="gates",
         config=spec.config(),

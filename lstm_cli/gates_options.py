@@ -104,15 +104,32 @@ def check_export(text: str | None) -> Path | None:
 
 
 def check_plot(text: str | None) -> Path | None:
-    """A writable .png path, and matplotlib importable (it is an optional extra)."""
+    """A writable .png, .svg or .pdf path, and matplotlib importable (it is an optional extra)."""
     if text is None:
         return None
-    path = writable_file("--plot", text, (".png",))
+    from lstm_cli.plot import check_plot_path
+
+    path = check_plot_path(text)
     try:
         import matplotlib  # noqa: F401  (import only to know it is there)
     except ImportError:
         raise UsageError(f"--plot needs matplotlib, an optional extra: {PLOT_INSTALL}") from None
     return path
+
+
+def check_plot_choices(spec: LSTMSpec, plot: Path | None, plot_range: str | None,
+                       layers: str | None) -> tuple[str, tuple[int, ...] | None]:
+    """--plot-range and --layers: validated, and only with --plot (they change nothing else)."""
+    from lstm_cli.plot import check_panel_rows, check_plot_range, parse_plot_layers
+
+    for flag, value in (("--plot-range", plot_range), ("--layers", layers)):
+        if value is not None and plot is None:
+            raise UsageError(f"{flag} chooses what --plot draws: add --plot FILE.png (or .svg, .pdf)")
+    color_range = "fixed" if plot_range is None else check_plot_range(plot_range)
+    chosen = None if layers is None else parse_plot_layers(layers, spec.num_layers)
+    if plot is not None:
+        check_panel_rows(spec, chosen)
+    return color_range, chosen
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,8 @@ class GatesOptions:
     sequence: int = 0
     export: Path | None = None
     plot: Path | None = None
+    plot_range: str = "fixed"  # --plot-range: fixed (each gate's own range) or panel (min..max)
+    plot_layers: tuple[int, ...] | None = None  # --layers: the layers --plot draws (None: all)
     use_mkl: bool | None = None  # loop method: pack W_hh with MKL (None: when it pays; see StepGemm)
     atol: float | None = None  # --atol/--rtol: replace the derived bound (verify/rule.py)
     rtol: float | None = None
@@ -142,6 +161,8 @@ def make_options(
     method: str = "auto",
     export: str | None = None,
     plot: str | None = None,
+    plot_range: str | None = None,
+    layers: str | None = None,
     atol: float | None = None,
     rtol: float | None = None,
 ) -> GatesOptions:
@@ -152,13 +173,17 @@ def make_options(
             f"--method recompute rebuilds the gates from nn.LSTM's output, and nn.LSTM cannot run this "
             f"model's {spec.recurrent_activation} gates: drop --method (auto runs the model's own loop)"
         )
+    plot_path = check_plot(plot)
+    plot_range_chosen, plot_layers = check_plot_choices(spec, plot_path, plot_range, layers)
     return GatesOptions(
         thresholds=Thresholds(sat_low, sat_high, tanh_sat_low, tanh_sat_high),
         method=check_method(method),
         heatmap=parse_heatmap(heatmap, spec),
         sequence=check_sequence(sequence, spec),
         export=check_export(export),
-        plot=check_plot(plot),
+        plot=plot_path,
+        plot_range=plot_range_chosen,
+        plot_layers=plot_layers,
         atol=atol,
         rtol=rtol,
     )

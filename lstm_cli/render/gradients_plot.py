@@ -1,4 +1,6 @@
-"""`gradients --plot FILE.png`: the norms over time, log scale, one line per model.
+"""`gradients --plot FILE.png|.svg|.pdf`: the norms over time, log scale, one line per model,
+titled with the configuration (sizes, seq-len, batch, dtype, device) and the sources (weights
+and input).
 
 matplotlib is optional (`pip install 'lstm-cli[plot]'`) and imported only here, only when a plot
 is asked for. The path and matplotlib are checked before any work, so a bad --plot costs
@@ -12,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lstm_cli.errors import UsageError
-from lstm_cli.paths import writable_file
+from lstm_cli.plot import (
+    check_plot_path,
+    describe_configuration,
+    describe_input,
+    describe_weights,
+    save_figure,
+    title_lines,
+)
 
 if TYPE_CHECKING:
     from lstm_cli.gradients import GradientsResult
@@ -28,18 +37,28 @@ def require_matplotlib() -> None:
         raise UsageError(f"--plot needs matplotlib, which is not installed: {INSTALL}") from None
 
 
-def check_png_path(path: str) -> Path:
-    """A .png file in an existing, writable directory (an existing file must be writable)."""
-    return writable_file("--plot", path, (".png",))
+__all__ = ["INSTALL", "check_plot_path", "gradients_figure", "gradients_title", "plot_gradients", "require_matplotlib"]
 
 
 def plot_gradients(result: GradientsResult, path: Path) -> None:
-    """Write the figure; an OSError while writing is a usage error with one line."""
-    figure = gradients_figure(result)
-    try:
-        figure.savefig(path, format="png", dpi=120)
-    except OSError as exc:
-        raise UsageError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
+    """Write the figure as .png, .svg or .pdf (by suffix); an OSError while writing is a usage
+    error with one line."""
+    save_figure(gradients_figure(result), path, dpi=120)
+
+
+def gradients_title(result: GradientsResult) -> str:
+    """What was computed; the configuration; where the weights and the input came from."""
+    config = result.config
+    weights = describe_weights(config)
+    if config.get("source"):
+        others = [model.module for model in result.models if model.cell != "lstm"]
+        weights = f"nn.LSTM {weights}" + (f"; {', '.join(others)} random weights, seed {config['seed']}" if others else "")
+    return title_lines([
+        "‖d loss / d x_t‖ at every step t, loss = sum of h_n[-1]",
+        describe_configuration(config, result.dtype, result.device),
+        weights,
+        describe_input(config),
+    ], 100)
 
 
 def gradients_figure(result: GradientsResult):
@@ -49,7 +68,7 @@ def gradients_figure(result: GradientsResult):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4.2), layout="constrained")
+    figure = Figure(figsize=(8, 5.2), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     steps = max((len(model.grad_norms) for model in result.models), default=1)
@@ -90,12 +109,7 @@ def gradients_figure(result: GradientsResult):
                   fontsize=8, color="gray", va="bottom")
     axes.set_xlabel("time step t")
     axes.set_ylabel("‖d loss / d x_t‖")
-    config = result.config
-    axes.set_title(
-        f"loss = sum of h_n[-1]; input {config['input_size']}, hidden {config['hidden_size']}, "
-        f"{config['num_layers']} layer(s), batch {config['batch_size']}, seed {config['seed']}",
-        fontsize=9,
-    )
+    axes.set_title(gradients_title(result), fontsize=9)
     axes.grid(True, which="major", alpha=0.3)
     axes.legend()
     return figure
