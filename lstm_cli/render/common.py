@@ -1,17 +1,20 @@
-"""Pieces every rendering shares: checks table, configuration line, shapes, sparklines and
-the progress bar on stderr."""
+"""Pieces every rendering shares: checks table, configuration line, shapes, sparklines,
+tables laid out for the console's width, step bins and the progress bar on stderr."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Callable, Iterator
 
+from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from lstm_cli.guard import LIVE_DISPLAYS
 from lstm_cli.checks import Check
+from lstm_cli.guard import LIVE_DISPLAYS
 
 
 def format_diff(value: float | None) -> str:
@@ -31,6 +34,162 @@ def format_used(ratio: float | None) -> str:
     if 0 < ratio < 0.01:
         return "<1%"
     return f"{ratio * 100:.0f}%" if ratio < 100 else f"{ratio:.3g}x"
+
+
+# -- tables that fit the console ------------------------------------------------------------
+#
+# Numbers are never cut: a column added with no_wrap=True holds numbers (or other cells that
+# must stay whole) and gets its widest cell; the other columns wrap at spaces and are never
+# narrower than their longest word. A table whose cells do not all fit on one line drops its
+# box for a compact style; only as a last resort do the words of text columns fold.
+
+
+def _plain(renderable) -> str:
+    if isinstance(renderable, Text):
+        return renderable.plain
+    if isinstance(renderable, str):
+        return Text.from_markup(renderable).plain
+    return str(renderable)
+
+
+def _line_width(text: str) -> int:
+    return max((cell_len(line) for line in text.split("\n")), default=0)
+
+
+def _word_width(text: str) -> int:
+    return max((cell_len(word) for word in text.split()), default=0)
+
+
+def _overhead(table: Table) -> int:
+    """Characters a table adds to its cells' widths: edges, dividers and padding (as Rich
+    itself counts them when it lays a table out)."""
+    return table._extra_width + sum(table._get_padding_width(k) for k in range(len(table.columns)))
+
+
+def compact(table: Table) -> None:
+    """No box lines but the header's rule, no outer edge, two spaces between columns."""
+    table.box = box.SIMPLE_HEAD
+    table.show_edge = False
+    table.padding = (0, 1, 0, 0)
+
+
+def fit_table(table: Table, width: int) -> int:
+    """Fix every column's width so the table fits `width` characters with every number whole:
+    a no_wrap column is as wide as its widest cell (its header may wrap), a text column at
+    least as wide as its longest word, and what is left goes to the widest text columns first.
+    Returns the table's width."""
+    columns = table.columns
+    numeric, need, want, relaxed, body = [], [], [], [], []
+    for column in columns:
+        cells = [_plain(cell) for cell in column.cells]
+        header = _plain(column.header)
+        widest = max((_line_width(cell) for cell in cells), default=0)
+        longest_word = max((_word_width(cell) for cell in cells), default=0)
+        is_number = column.no_wrap
+        numeric.append(is_number)
+        if is_number:
+            need.append(max(widest, _word_width(header), 1))
+            relaxed.append(max(widest, 1))
+            if isinstance(column.header, str):  # the header wraps, its numbers don't
+                column.header = Text.from_markup(column.header, overflow="fold")
+            column.header.no_wrap = False
+        else:
+            need.append(max(longest_word, _word_width(header), 1))
+            relaxed.append(max(longest_word, 1))
+            column.overflow = "fold"
+        want.append(max(widest, _line_width(header), need[-1]))
+        body.append(max(widest, need[-1]))  # every cell on one line, the header wrapped
+        column.min_width = column.max_width = None
+        column.ratio = None
+
+    def fits(needs: list[int]) -> bool:
+        return sum(needs) + _overhead(table) <= width
+
+    if not fits(want):  # boxes only where every cell fits on one line
+        compact(table)
+    if not fits(need):
+        table.padding = (0, 0, 0, 0)  # one space between columns
+    if not fits(need):
+        need = relaxed  # headers fold
+    if not fits(need):
+        need = [n if is_number else 1 for n, is_number in zip(need, numeric)]  # words fold
+
+    # Shrink the widest column first: wrapping headers, then text, then numbers' headers.
+    widths = list(want)
+    excess = sum(widths) + _overhead(table) - width
+    while excess > 0:
+        shrinkable = (
+            [k for k in range(len(columns)) if widths[k] > max(body[k], need[k])]
+            or [k for k in range(len(columns)) if widths[k] > need[k] and not numeric[k]]
+            or [k for k in range(len(columns)) if widths[k] > need[k]]
+        )
+        if not shrinkable:
+            break  # even the numbers alone are wider: nothing left to give
+        k = max(shrinkable, key=lambda k: widths[k])
+        widths[k] -= 1
+        excess -= 1
+    for column, w in zip(columns, widths):
+        column.width = w
+    return sum(widths) + _overhead(table)
+
+
+def print_table(console, table: Table) -> int:
+    """Fit a table to the console and print it; returns its width."""
+    used = fit_table(table, console.width)
+    console.print(table)
+    return used
+
+
+# -- long sequences: bins of steps --------------------------------------------------------------
+
+STEP_ROWS = 64  # a per-step table shows at most about this many rows unless --all-steps
+
+
+def step_bins(steps: int, most: int) -> tuple[list[tuple[int, int]], int]:
+    """[start, stop) of consecutive runs of k steps, k the smallest that leaves at most `most`
+    runs (the last may be shorter), and k."""
+    k = max(1, math.ceil(steps / max(1, most)))
+    return [(start, min(start + k, steps)) for start in range(0, steps, k)], k
+
+
+def bin_values(values: list, bins: list[tuple[int, int]], how: str = "mean") -> list:
+    """One value per bin: the mean or the largest of its values; None (no value: padding) and
+    NaN are skipped, except that a bin of NaN and None only is NaN, and of None only None."""
+    out = []
+    for start, stop in bins:
+        part = [v for v in values[start:stop] if v is not None]
+        finite = [v for v in part if v == v]
+        if finite:
+            out.append(sum(finite) / len(finite) if how == "mean" else max(finite))
+        else:
+            out.append(math.nan if part else None)
+    return out
+
+
+def step_label(start: int, stop: int) -> str:
+    """t of a row of the per-step tables: 7, or 32-63 for a bin (both ends included)."""
+    return str(start) if stop - start == 1 else f"{start}-{stop - 1}"
+
+
+def running_counts(lengths: list[int] | None, bins: list[tuple[int, int]]) -> list[str] | None:
+    """With --lengths: how many sequences still run at each step of each bin (2, or 1-3 when
+    the count changes within the bin); None without lengths."""
+    if not lengths:
+        return None
+    out = []
+    for start, stop in bins:
+        low = sum(length > stop - 1 for length in lengths)
+        high = sum(length > start for length in lengths)
+        out.append(str(low) if low == high else f"{low}-{high}")
+    return out
+
+
+def bins_sentence(k: int, how: str) -> str:
+    """What a binned row stands for, or nothing when every row is one step."""
+    if k == 1:
+        return ""
+    what = "their mean" if how == "mean" else "the largest"
+    return f"1 row = {k} steps, {what}; --all-steps for every step"
 
 
 def checks_table(checks: list[Check], title: str = "Checks") -> Table:
@@ -75,7 +234,7 @@ def print_verdict(console, checks: list[Check], path: str, start: str, checked: 
         f"Verdict: each step of the {path} recomputed in float64 from {start} ({checked}); "
         f"bound: {rule['description']}."
     ))
-    console.print(checks_table(checks, title=f"{path[0].upper()}{path[1:]}, step by step"))
+    print_table(console, checks_table(checks, title=f"{path[0].upper()}{path[1:]}, step by step"))
     for line in failure_lines(checks):
         console.print(Text(line, style="bold red"))
 
@@ -111,13 +270,16 @@ def shadow_lines(shadow, shadow_note: str | None) -> list[str]:
 
 
 def config_line(config: dict, device: str, dtype: str) -> str:
+    """The header: sizes and flags, dtype, device and seed; where the input came from; and
+    where the weights came from when they were loaded."""
+    batch = "unbatched" if config["unbatched"] else f"batch {config['batch_size']}"
     if config.get("hidden_sizes"):  # a free-form stack has its own widths
         widths = " -> ".join(map(str, [config["input_size"], *config["hidden_sizes"]]))
-        flags = f"cells {widths}, seq-len {config['seq_len']}, batch {config['batch_size']}"
+        flags = f"cells {widths}, seq-len {config['seq_len']}, {batch}"
     else:
         flags = (
             f"input {config['input_size']}, hidden {config['hidden_size']}, "
-            f"{config['num_layers']} layer(s), seq-len {config['seq_len']}, batch {config['batch_size']}"
+            f"{config['num_layers']} layer(s), seq-len {config['seq_len']}, {batch}"
         )
     extras = [
         name
@@ -128,12 +290,12 @@ def config_line(config: dict, device: str, dtype: str) -> str:
             (f"dropout {config['dropout']}", config["dropout"]),
             ("no bias", not config["bias"]),
             (f"lengths {config['lengths']}", config["lengths"]),
-            ("unbatched", config["unbatched"]),
         )
         if on
     ]
     line = ", ".join([flags, *extras]) + f"; {dtype} on {device}, seed {config['seed']}"
-    return "\n".join([line, *source_lines(config.get("source"))])
+    data = [f"input: {config['input_source']}"] if config.get("input_source") else []
+    return "\n".join([line, *data, *source_lines(config.get("source"))])
 
 
 def source_lines(source: dict | None) -> list[str]:

@@ -7,35 +7,66 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.compare_cell import CompareResult
-from lstm_cli.render.common import config_line, format_diff, format_shape, print_verdict, shadow_lines, sparkline
+from lstm_cli.render.common import (
+    STEP_ROWS,
+    bin_values,
+    bins_sentence,
+    config_line,
+    format_diff,
+    format_shape,
+    print_table,
+    print_verdict,
+    running_counts,
+    shadow_lines,
+    sparkline,
+    step_bins,
+    step_label,
+)
+from lstm_cli.render.units import format_duration
 
 
-def render_compare_cell(result: CompareResult, console: Console) -> None:
+def precision_sentence(result: CompareResult) -> str:
+    """TF32 exists only on CUDA: say which matmuls ran there, nothing elsewhere."""
+    if not result.device.startswith("cuda"):
+        return ""
+    return "; TF32 allowed" if result.tf32 else "; TF32 off (full-precision matmuls)"
+
+
+def layer_label(layer: int, direction: str, bidirectional: bool) -> str:
+    """0, or 0 fwd / 0 bwd when there are two directions (as gates labels them)."""
+    return f"{layer} {'bwd' if direction == 'backward' else 'fwd'}" if bidirectional else str(layer)
+
+
+def render_compare_cell(result: CompareResult, console: Console, all_steps: bool = False) -> None:
     console.print(Text(config_line(result.config, result.device, result.dtype), style="bold"))
-    precision = "TF32 allowed" if result.tf32 else "full-precision matmuls (TF32 off)"
-    console.print(Text(f"{len(result.stack)} nn.LSTMCell loop(s) vs {result.reference}; {precision}"))
+    console.print(Text(f"{len(result.stack)} nn.LSTMCell loop(s) vs {result.reference}{precision_sentence(result)}"))
 
+    both = any(row.direction == "backward" for row in result.stack)
     stack = Table(title=f"The loop ({result.mode})", title_justify="left")
-    for column in ("layer", "direction", "input", "hidden", "x_t", "h", "c"):
+    stack.add_column("layer", no_wrap=True)
+    for column in ("input", "hidden"):
+        stack.add_column(column, justify="right", no_wrap=True)
+    for column in ("x_t", "h", "c"):  # shapes: may break after a comma, never inside a number
         stack.add_column(column)
-    stack.add_column("params", justify="right")
+    stack.add_column("params", justify="right", no_wrap=True)
     for row in result.stack:
         stack.add_row(
-            str(row.layer), row.direction, str(row.input_size), str(row.hidden_size),
+            layer_label(row.layer, row.direction, both), str(row.input_size), str(row.hidden_size),
             format_shape(row.x_shape), format_shape(row.h_shape), format_shape(row.c_shape), f"{row.parameters:,}",
         )
-    console.print(stack)
+    print_table(console, stack)
     console.print(Text(f"output {format_shape(result.output_shape)}; each step feeds x_t and (h, c) to the cell"))
 
     print_verdict(console, result.checks, "LSTMCell loop", "the state the loop started it from",
                   result.checked, result.rule)
 
     ends = Table(title="End to end, loop vs reference (reported, not judged)", title_justify="left")
-    for column in ("layer", "direction", "h_n |diff|", "c_n |diff|"):
-        ends.add_column(column, justify="right" if "|" in column else "left")
+    ends.add_column("layer", no_wrap=True)
+    ends.add_column("h_n |diff|", justify="right", no_wrap=True)
+    ends.add_column("c_n |diff|", justify="right", no_wrap=True)
     for d in result.layers:
-        ends.add_row(str(d.layer), d.direction, format_diff(d.h_n_max_abs_diff), format_diff(d.c_n_max_abs_diff))
-    console.print(ends)
+        ends.add_row(layer_label(d.layer, d.direction, both), format_diff(d.h_n_max_abs_diff), format_diff(d.c_n_max_abs_diff))
+    print_table(console, ends)
     console.print(
         Text(f"output: max |diff| {format_diff(result.output_max_abs_diff)}, "
              f"relative to max |output| {format_diff(result.output_max_rel_diff)}")
@@ -43,32 +74,56 @@ def render_compare_cell(result: CompareResult, console: Console) -> None:
     for line in shadow_lines(result.shadow, result.shadow_note):
         console.print(Text(line))
     if result.step_max_abs_diff is not None:
-        render_steps(result, console)
+        render_steps(result, console, all_steps)
     if result.timing is not None:
         t = result.timing
         console.print(
-            Text(f"time (median of {t.repeat}): nn.LSTM {t.fused_s * 1e3:.3g} ms, "
-                 f"LSTMCell loop {t.cells_s * 1e3:.3g} ms, ratio {t.ratio:.2f}x")
+            Text(f"time (median of {t.repeat}): nn.LSTM {format_duration(t.fused_s)}, "
+                 f"LSTMCell loop {format_duration(t.cells_s)}, ratio {t.ratio:.2f}x")
         )
 
 
-def render_steps(result: CompareResult, console: Console) -> None:
+def render_steps(result: CompareResult, console: Console, all_steps: bool = False) -> None:
     """--steps: how the end-to-end difference grows, beside each path's distance from float64
-    and the growth of a 1e-7 change of the input (the model's own sensitivity)."""
+    and the growth of a 1e-7 change of the input (the model's own sensitivity). Long sequences
+    are binned (each row the largest of its steps) unless --all-steps."""
     shadow = result.shadow
-    table = Table(title="Output difference at every step", title_justify="left")
-    table.add_column("t", justify="right")
-    table.add_column("loop - ref", justify="right")
+    values = result.step_max_abs_diff
+    bins, k = step_bins(len(values), len(values) if all_steps else STEP_ROWS)
+    title = "Output difference at every step"
+    if k > 1:
+        title += f" ({bins_sentence(k, 'max')})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("t", justify="right", no_wrap=True)
+    running = running_counts(result.config.get("lengths"), bins)
+    if running is not None:
+        table.add_column("running", justify="right", no_wrap=True)
+    table.add_column("loop - ref", justify="right", no_wrap=True)
+    columns = []
     if shadow is not None:
+        shadowed = len(shadow.growth)
         for error in shadow.errors:
-            table.add_column(f"{error.path} - f64", justify="right")
-        table.add_column("1e-7 grows to", justify="right")
-    for t, value in enumerate(result.step_max_abs_diff):
-        row = [str(t), format_diff(value)]
-        if shadow is not None:
-            shadowed = t < len(shadow.growth)
-            row += [format_diff(e.per_step[t]) if shadowed else "-" for e in shadow.errors]
-            row.append(format_diff(shadow.growth[t]) if shadowed else "-")
-        table.add_row(*row)
-    console.print(table)
-    console.print(Text("along the sequence: " + sparkline(result.step_max_abs_diff, low=0.0)))
+            table.add_column(f"{error.path} - f64", justify="right", no_wrap=True)
+            columns.append(error.per_step)
+        table.add_column("1e-7 grows to", justify="right", no_wrap=True)
+        columns.append(shadow.growth)
+        # steps past the shadowed ones have no value: None, shown as "-"
+        columns = [bin_values(list(c[:shadowed]) + [None] * (len(values) - shadowed), bins, "max") for c in columns]
+    loop = bin_values(values, bins, "max")
+    for row, (start, stop) in enumerate(bins):
+        cells = [step_label(start, stop)] + ([running[row]] if running is not None else [])
+        cells.append(format_diff(loop[row]))
+        cells += [format_diff(column[row]) for column in columns]
+        table.add_row(*cells)
+    print_table(console, table)
+
+    # one character per step after the label when they fit; otherwise bins of steps on a line
+    # of their own, as wide as the console
+    label = "along the sequence"
+    if len(values) <= console.width - len(label) - 2:
+        console.print(Text(f"{label}: " + sparkline(values, low=0.0)), no_wrap=True)
+        return
+    line_bins, per_char = step_bins(len(values), console.width)
+    every = f" (1 char = {per_char} steps, the largest)" if per_char > 1 else ""
+    console.print(Text(f"{label}{every}:"))
+    console.print(Text(sparkline(bin_values(values, line_bins, "max"), low=0.0)), no_wrap=True)

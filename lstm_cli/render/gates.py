@@ -7,13 +7,28 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 
-from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.gates import GatesResult, Heatmap, LayerGates
-from lstm_cli.render.common import config_line, format_diff, print_verdict, shadow_lines, stderr_progress
+from lstm_cli.render.common import (
+    STEP_ROWS,
+    bin_values,
+    bins_sentence,
+    compact,
+    config_line,
+    fit_table,
+    format_diff,
+    print_table,
+    print_verdict,
+    running_counts,
+    shadow_lines,
+    stderr_progress,
+    step_bins,
+    step_label,
+)
+from lstm_cli.render.units import format_percent
 from lstm_cli.spec import GATE_MEANING, GATES, LSTMSpec
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -36,20 +51,14 @@ def level(value: float, low: float, high: float) -> int:
     return min(len(BARS) - 1, max(0, int(position * len(BARS))))
 
 
-def binned(values: list[float | None], width: int) -> list[float | None]:
-    """At most `width` values: the mean of each run of consecutive steps (None ignored)."""
-    if len(values) <= width:
-        return list(values)
-    out = []
-    for k in range(width):
-        part = [v for v in values[k * len(values) // width : (k + 1) * len(values) // width] if v is not None]
-        out.append(sum(part) / len(part) if part else None)
-    return out
+SPARK_MIN = 8  # narrower than this, the per-step sparklines go under the table
+SPARK_MAX = 64
 
 
-def sparkline(values: list[float | None], width: int, low: float, high: float) -> Text:
+def sparkline(values: list[float | None], low: float, high: float) -> Text:
+    """One coloured bar per value on the scale [low, high]; blank where there is none."""
     text = Text(no_wrap=True, overflow="crop")
-    for value in binned(values, width):
+    for value in values:
         if value is None or math.isnan(value):
             text.append(" ")
         else:
@@ -58,79 +67,161 @@ def sparkline(values: list[float | None], width: int, low: float, high: float) -
     return text
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
+    """A gate statistic: three decimals (every gate lies in [-1, 1])."""
     return "nan" if value != value else f"{value:.3f}"
 
 
-def _percent(value: float) -> str:
-    if value == 0:
-        return "0"
-    return f"{100 * value:.1f}%" if value >= 0.001 else "<0.1%"
+def magnitude(value: float) -> str:
+    """|c|: three significant digits (cell states reach the hundreds)."""
+    return "nan" if value != value else f"{value:.3g}"
 
 
-def gates_table(result: GatesResult, width: int) -> Table:
-    spark_width = max(8, min(48, width - 58))
+def layer_label(entry: LayerGates) -> str:
+    return f"{entry.layer} {DIRECTION_SHORT[entry.direction]}"
+
+
+def gates_table(result: GatesResult, spark_bins: list[tuple[int, int]] | None) -> Table:
+    """Statistics of every gate; with `spark_bins`, a last column drawing each gate's per-step
+    mean, one character per bin of steps."""
     t = result.thresholds
+    caption = (
+        f"saturated: i, f, o below {t['low']:g} / above {t['high']:g}; g below {t['tanh_low']:g} / "
+        f"above {t['tanh_high']:g}. |c|: mean and max of the cell state's magnitude."
+    )
+    if spark_bins is not None:
+        caption += " per step: " + spark_sentence(spark_bins)
     table = Table(
         title="Gates: every layer, direction and step" + (" (valid steps only)" if result.config["lengths"] else ""),
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        caption=(
-            f"saturated: i, f, o below {t['low']:g} / above {t['high']:g}; g below {t['tanh_low']:g} / "
-            f"above {t['tanh_high']:g}. |c|: mean and max of the cell state's magnitude. "
-            "per step: each gate's mean over units and sequences, on its range (i, f, o 0..1, g -1..1)"
-        ),
-        caption_justify="left",
+        title_justify="left", caption=caption, caption_justify="left",
     )
+    compact(table)
     table.add_column("layer", no_wrap=True)
     table.add_column("gate", no_wrap=True)
     for name in ("mean", "std", "min", "max"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("left", justify="right", no_wrap=True)
     table.add_column("right", justify="right", no_wrap=True)
-    table.add_column("per step", no_wrap=True, overflow="crop", max_width=spark_width)
+    if spark_bins is not None:
+        table.add_column("per step", no_wrap=True)
     for entry in result.layers:
-        label = f"{entry.layer} {DIRECTION_SHORT[entry.direction]}"
         for k, gate in enumerate(GATES):
             s = entry.gates[gate]
-            table.add_row(
-                label if k == 0 else "",
-                gate,
-                _number(s.mean), _number(s.std), _number(s.min), _number(s.max),
-                _percent(s.left_saturated), _percent(s.right_saturated),
-                sparkline(entry.per_step[gate], spark_width, *gate_range(gate)),
-            )
-        table.add_row("", "|c|", _number(entry.cell.mean_abs), "", "", _number(entry.cell.max_abs), "", "", "",
-                      end_section=True)
+            row = [
+                layer_label(entry) if k == 0 else "", gate,
+                number(s.mean), number(s.std), number(s.min), number(s.max),
+                format_percent(s.left_saturated), format_percent(s.right_saturated),
+            ]
+            if spark_bins is not None:
+                row.append(sparkline(bin_values(entry.per_step[gate], spark_bins), *gate_range(gate)))
+            table.add_row(*row)
+        cell = ["", "|c|", magnitude(entry.cell.mean_abs), "", "", magnitude(entry.cell.max_abs), "", ""]
+        table.add_row(*cell, *([""] if spark_bins is not None else []), end_section=True)
     return table
 
 
-def per_step_tables(entry: LayerGates) -> Table:
-    table = Table(
-        title=f"Per-step means, layer {entry.layer} {entry.direction}", title_justify="left",
-        box=box.SIMPLE_HEAD, padding=(0, 1),
+def spark_sentence(bins: list[tuple[int, int]]) -> str:
+    k = bins[0][1] - bins[0][0]
+    every = "" if k == 1 else f"; 1 char = {k} steps (their mean)"
+    return (
+        "each gate's mean over units and sequences at each step, on its range "
+        f"(i, f, o 0..1, g -1..1), t = 0 on the left{every}"
     )
-    table.add_column("t", justify="right")
+
+
+def print_gates_table(result: GatesResult, console: Console) -> None:
+    """The statistics with a sparkline column when the numbers leave room for one; otherwise
+    the sparklines on lines of their own under the table (dropped, with a note, when even
+    those would be too narrow). Numbers always get their full width first."""
+    steps = len(result.layers[0].per_step["i"]) if result.layers else 0
+    plain = gates_table(result, None)
+    used = fit_table(plain, console.width)
+    room = console.width - used - 2  # a column costs its width, a divider and its padding
+    if steps and room >= SPARK_MIN:
+        bins, _ = step_bins(steps, min(room, SPARK_MAX))
+        table = gates_table(result, bins)
+        if fit_table(table, console.width) <= console.width:
+            console.print(table)
+            return
+    console.print(plain)
+    if steps:
+        sparklines_below(result, steps, console)
+
+
+def sparklines_below(result: GatesResult, steps: int, console: Console) -> None:
+    labels = [layer_label(entry) for entry in result.layers]
+    pad = max(map(len, labels))
+    room = min(SPARK_MAX, console.width - pad - 3)  # "label gate " before the bars
+    if room < SPARK_MIN:
+        console.print(Text(f"per-step sparklines left out: {console.width} columns are too few; "
+                           "--per-step prints the per-step means"))
+        return
+    bins, _ = step_bins(steps, room)
+    console.print(Text("Per step: " + spark_sentence(bins)))
+    for entry, label in zip(result.layers, labels):
+        for k, gate in enumerate(GATES):
+            line = Text(f"{label if k == 0 else '':<{pad}} {gate} ", no_wrap=True)
+            line.append_text(sparkline(bin_values(entry.per_step[gate], bins), *gate_range(gate)))
+            console.print(line)
+
+
+def per_step_table(entry: LayerGates, lengths: list[int] | None, all_steps: bool) -> Table:
+    """Each gate's mean at every step, or over bins of steps so that at most about 64 rows
+    show; with --lengths, how many sequences still run there."""
+    steps = len(entry.per_step["i"])
+    bins, k = step_bins(steps, steps if all_steps else STEP_ROWS)
+    title = f"Per-step means, layer {entry.layer} {entry.direction}"
+    if k > 1:
+        title += f" ({bins_sentence(k, 'mean')})"
+    table = Table(title=title, title_justify="left")
+    compact(table)
+    table.add_column("t", justify="right", no_wrap=True)
+    running = running_counts(lengths, bins)
+    if running is not None:
+        table.add_column("running", justify="right", no_wrap=True)
     for gate in GATES:
-        table.add_column(gate, justify="right")
-    for t in range(len(entry.per_step["i"])):
-        table.add_row(str(t), *("-" if entry.per_step[g][t] is None else f"{entry.per_step[g][t]:.4f}" for g in GATES))
+        table.add_column(gate, justify="right", no_wrap=True)
+    means = {g: bin_values(entry.per_step[g], bins) for g in GATES}
+    for row, (start, stop) in enumerate(bins):
+        cells = [step_label(start, stop)] + ([running[row]] if running is not None else [])
+        cells += ["-" if means[g][row] is None else f"{means[g][row]:.4f}" for g in GATES]
+        table.add_row(*cells)
     return table
 
 
-def heatmap_lines(heatmap: Heatmap) -> Group:
+def merge_columns(heatmap: Heatmap, most: int) -> tuple[list[list[int]], list[list[float | None]]]:
+    """The heatmap's columns merged m at a time so that at most `most` remain: each merged
+    cell the mean of its cells weighted by their steps (padding skipped)."""
+    m = -(-len(heatmap.steps) // max(1, most))
+    if m <= 1:
+        return heatmap.steps, heatmap.values
+    groups = [range(k, min(k + m, len(heatmap.steps))) for k in range(0, len(heatmap.steps), m)]
+    steps = [[heatmap.steps[g[0]][0], heatmap.steps[g[-1]][1]] for g in groups]
+    values = []
+    for row in heatmap.values:
+        merged = []
+        for g in groups:
+            parts = [(row[k], heatmap.steps[k][1] - heatmap.steps[k][0]) for k in g if row[k] is not None]
+            weight = sum(w for _, w in parts)
+            merged.append(sum(v * w for v, w in parts) / weight if parts else None)
+        values.append(merged)
+    return steps, values
+
+
+def heatmap_lines(heatmap: Heatmap, width: int = 80) -> Group:
     """Rows = units (or groups of them), columns = steps (or bins of them); bar height and
-    colour give the value on the gate's range; blank = padding."""
+    colour give the value on the gate's range; blank = padding. Narrower than its 64 columns
+    need, bins are merged so that every step still shows."""
     low, high = heatmap.value_range
     name = "cell state c" if heatmap.gate == "c" else f"{heatmap.gate} ({GATE_MEANING[heatmap.gate]})"
     title = Text(f"Heatmap: layer {heatmap.layer} {heatmap.direction} {name}, sequence {heatmap.sequence}",
                  style="bold")
     labels = [f"u{u0}" if u1 - u0 == 1 else f"u{u0}-{u1 - 1}" for u0, u1 in heatmap.units]
     pad = max(len(label) for label in labels)
-    cell = max(1, min(4, HEATMAP_COLUMNS // len(heatmap.steps)))  # widen short sequences
+    steps, values = merge_columns(heatmap, max(1, min(HEATMAP_COLUMNS, width - pad - 1)))
+    cell = max(1, min(4, min(HEATMAP_COLUMNS, width - pad - 1) // len(steps)))  # widen short sequences
     lines = [title]
-    for label, row in zip(labels, heatmap.values):
+    for label, row in zip(labels, values):
         line = Text(label.rjust(pad) + " ", no_wrap=True)
         for value in row:
             if value is None:
@@ -139,30 +230,32 @@ def heatmap_lines(heatmap: Heatmap) -> Group:
                 k = level(value, low, high)
                 line.append(BARS[k] * cell, style=COLOURS[k])
         lines.append(line)
-    steps, units = heatmap.steps, heatmap.units
+    units = heatmap.units
     total = steps[-1][1]
     step_size, unit_size = steps[0][1] - steps[0][0], units[0][1] - units[0][0]
     cell_text = f"{step_size} step{'s' if step_size > 1 else ''} x {unit_size} unit{'s' if unit_size > 1 else ''}"
     if step_size > 1 or unit_size > 1:
         cell_text += " (mean)"
-    axis = Text(" " * (pad + 1) + f"t = 0..{total - 1}, left to right; a cell: {cell_text}",
-                no_wrap=True, overflow="ellipsis")
-    legend = Text(" " * (pad + 1) + f"{low:.3g} ", no_wrap=True)
+    axis = Text(" " * (pad + 1) + f"t = 0..{total - 1}, left to right; a cell: {cell_text}")
+    legend = Text(" " * (pad + 1) + f"{low:.3g} ")
     for k, bar in enumerate(BARS):
         legend.append(bar, style=COLOURS[k])
     legend.append(f" {high:.3g}   (blank: padding)")
     return Group(*lines, axis, legend)
 
 
-def render_gates(result: GatesResult, console: Console, per_step: bool = False) -> None:
+def render_gates(
+    result: GatesResult, console: Console, per_step: bool = False, all_steps: bool = False, verbose: bool = False,
+) -> None:
     console.print(Text(config_line(result.config, result.device, result.dtype), style="bold"))
-    console.print(Text(f"capture method: {result.method} ({result.method_reason})"))
-    console.print(gates_table(result, console.width))
-    if per_step:
+    if verbose:
+        console.print(Text(f"capture method: {result.method} ({result.method_reason})"))
+    print_gates_table(result, console)
+    if per_step or all_steps:
         for entry in result.layers:
-            console.print(per_step_tables(entry))
+            print_table(console, per_step_table(entry, result.config["lengths"], all_steps))
     if result.heatmap is not None:
-        console.print(heatmap_lines(result.heatmap))
+        console.print(heatmap_lines(result.heatmap, console.width))
     start = "nn.LSTM's h and its own c" if result.method == "recompute" else "its own state"
     print_verdict(console, result.checks, "gate capture", start, result.checked, result.rule)
     ends = result.end_to_end

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.gradients import GradientsResult, ModelGradients
-from lstm_cli.render.common import checks_table, config_line, format_diff, sparkline
+from lstm_cli.render.common import checks_table, config_line, format_diff, print_table, sparkline
 
 # Longer sequences are drawn one character per bucket of steps; shorter ones get a table of
 # every step's norm as well.
@@ -102,7 +102,7 @@ def render_gradients(result: GradientsResult, console: Console) -> None:
 
     steps = len(result.models[0].grad_norms) if result.models else 0
     table = Table(title="Gradient norm ‖d loss / d x_t‖ per model", title_justify="left")
-    table.add_column("model", no_wrap=True)
+    table.add_column("model")  # a name: may wrap at a space
     table.add_column("t=0", justify="right", no_wrap=True)
     table.add_column(f"t={steps - 1} (last)", justify="right", no_wrap=True)
     table.add_column("first/last", justify="right", no_wrap=True)
@@ -116,17 +116,17 @@ def render_gradients(result: GradientsResult, console: Console) -> None:
             format_diff(model.first_to_last_ratio),
             vanishing_text(model),
         )
-    console.print(table)
+    print_table(console, table)
     render_sparklines(result, titles, console)
 
     if 0 < steps <= STEP_TABLE_MAX:
         per_step = Table(title="Norm at each step", title_justify="left")
-        per_step.add_column("t", justify="right")
+        per_step.add_column("t", justify="right", no_wrap=True)
         for model in result.models:
-            per_step.add_column(model.cell, justify="right")
+            per_step.add_column(model.cell, justify="right", no_wrap=True)
         for t in range(steps):
             per_step.add_row(str(t), *(format_diff(m.grad_norms[t]) for m in result.models))
-        console.print(per_step)
+        print_table(console, per_step)
     if result.plot:
         console.print(Text(f"plot written to {result.plot}"))
-    console.print(checks_table(result.checks))
+    print_table(console, checks_table(result.checks))

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.inspect import InspectResult
-from lstm_cli.render.common import checks_table, config_line, format_shape
+from lstm_cli.render.common import checks_table, config_line, format_shape, print_table
 from lstm_cli.spec import GATE_MEANING
 from lstm_cli.verify.rule import COPY_ULPS
 
@@ -24,13 +24,13 @@ def render_inspect(result: InspectResult, console: Console) -> None:
     console.print(Panel(Text(result.module), title="module, as PyTorch prints it", title_align="left"))
 
     tensors = Table(title="Tensors", title_justify="left")
-    tensors.add_column("tensor")
-    tensors.add_column("shape")
+    tensors.add_column("tensor", no_wrap=True)
+    tensors.add_column("shape", no_wrap=True)
     tensors.add_column("dimensions")
     for name, info in result.tensors.items():
         dims = "\n".join(f"{d.symbol} = {d.size}: {d.meaning}" for d in info.dims)
         tensors.add_row(name, format_shape(info.shape), dims)
-    console.print(tensors)
+    print_table(console, tensors)
     if result.packed is not None:
         p = result.packed
         console.print(Text(
@@ -43,28 +43,28 @@ def render_inspect(result: InspectResult, console: Console) -> None:
 
     params = Table(title="Parameters", title_justify="left")
     params.add_column("parameter")
-    params.add_column("shape")
-    params.add_column("numel", justify="right")
+    params.add_column("shape", no_wrap=True)
+    params.add_column("numel", justify="right", no_wrap=True)
     params.add_column("what it is")
     for p in result.parameters:
         params.add_row(p.name, format_shape(p.shape), f"{p.numel:,}", p.role)
     params.add_row("total", "", f"{result.total_parameters:,}", f"closed form {result.expected_parameters:,}")
-    console.print(params)
+    print_table(console, params)
 
     blocked = next((p for p in result.parameters if p.gate_rows), None)
     if blocked is not None:
         gates = Table(title="Gate blocks: rows of every weight_ih, weight_hh and bias", title_justify="left")
-        gates.add_column("gate")
-        gates.add_column("rows")
+        gates.add_column("gate", no_wrap=True)
+        gates.add_column("rows", no_wrap=True)
         gates.add_column("meaning")
         gates.add_column("activation")
         recurrent = result.config.get("recurrent_activation", "sigmoid")
         for gate, (start, stop) in blocked.gate_rows.items():
             activation = "tanh" if gate == "g" else recurrent
             gates.add_row(gate, f"{start}:{stop}", GATE_MEANING[gate], activation)
-        console.print(gates)
+        print_table(console, gates)
 
     console.print(Text(f"Identities hold when each element is within {_identity_rule(result.rule)}."))
-    console.print(checks_table(result.checks))
+    print_table(console, checks_table(result.checks))
     if result.explain:
         console.print(Panel(Text("\n".join(result.explain)), title="the equations, with these shapes", title_align="left"))
