@@ -225,6 +225,9 @@ def compare_cell_command(
     rtol: RtolFlag = None,
     steps: Annotated[bool, typer.Option("--steps", help="Also show, at every time step, the output difference, "
                                         "each path's distance from float64 and how a 1e-7 input change grows.")] = False,
+    all_steps: Annotated[bool, typer.Option("--all-steps", help="Show the --steps table (implies --steps) with one "
+                                            "row per step; by default long sequences are binned to at most 64 "
+                                            "rows, each the largest of its steps.")] = False,
     allow_tf32: Annotated[
         bool, typer.Option("--allow-tf32", help="Let cuDNN and matmuls use TF32 on CUDA (off by default).")
     ] = False,
@@ -262,9 +265,9 @@ def compare_cell_command(
     cells_per_run = (len(sizes) if sizes else spec.num_layers * spec.num_directions) * spec.seq_len
     total = cells_per_run * (1 + (1 + repeat if repeat else 0))
     with stderr_progress(total, "steps", "LSTMCell loop") if cells_per_run >= 2000 else nullcontext() as progress:
-        result = run_compare(spec, sizes, atol=atol, rtol=rtol, per_step=steps, allow_tf32=allow_tf32, repeat=repeat,
-                             progress=progress)
-    return emit(result, json_output, render_compare_cell)
+        result = run_compare(spec, sizes, atol=atol, rtol=rtol, per_step=steps or all_steps, allow_tf32=allow_tf32,
+                             repeat=repeat, progress=progress)
+    return emit(result, json_output, lambda r, console: render_compare_cell(r, console, all_steps=all_steps))
 
 
 GATES_PANEL = "gates"
@@ -286,13 +289,17 @@ def gates_command(
     heatmap: Annotated[str | None, _gates_option("--heatmap", metavar="LAYER:GATE[:DIR]", help="Draw one gate (i, f, g, o, or c for the cell state) as units x time, e.g. 0:f or 1:g:backward.")] = None,
     sequence: Annotated[int, _gates_option("--sequence", help="Which sequence of the batch --heatmap and --plot draw.")] = 0,
     per_step: Annotated[bool, _gates_option("--per-step", help="Also print every gate's mean at every step.")] = False,
+    all_steps: Annotated[bool, _gates_option("--all-steps", help="Print the per-step table (implies --per-step) with one row per step; by default long sequences are binned to at most 64 rows, each the mean of its steps.")] = False,
+    verbose: Annotated[bool, _gates_option("--verbose", help="Also print how the gates were captured (loop or recompute) and why.")] = False,
     sat_low: Annotated[float, _gates_option("--sat-low", help="i, f, o count as left-saturated below this.")] = 0.1,
     sat_high: Annotated[float, _gates_option("--sat-high", help="i, f, o count as right-saturated above this.")] = 0.9,
     tanh_sat_low: Annotated[float, _gates_option("--tanh-sat-low", help="g counts as left-saturated below this.")] = -0.9,
     tanh_sat_high: Annotated[float, _gates_option("--tanh-sat-high", help="g counts as right-saturated above this.")] = 0.9,
     method: Annotated[str, _gates_option("--method", metavar="[auto|loop|recompute]", help="How gates are captured (auto picks by device and size).")] = "auto",
     export: Annotated[str | None, _gates_option("--export", metavar="FILE.npz|FILE.pt", help="Write every captured tensor (names and shapes in the README).")] = None,
-    plot: Annotated[str | None, _gates_option("--plot", metavar="FILE.png", help="Write heatmaps per layer and gate (needs the plot extra: pip install 'lstm-cli\\[plot]').")] = None,
+    plot: Annotated[str | None, _gates_option("--plot", metavar="FILE.png|FILE.svg|FILE.pdf", help="Write heatmaps per layer and gate, titled with the configuration and sources (needs the plot extra: pip install 'lstm-cli\\[plot]').")] = None,
+    plot_range: Annotated[str | None, _gates_option("--plot-range", metavar="[fixed|panel]", help="--plot colours: fixed (default: i, f, o 0..1, g -1..1, c symmetric and shared) or panel (each panel its own min..max, a colour bar each).")] = None,
+    layers: Annotated[str | None, _gates_option("--layers", metavar="0,2", help="The layers --plot draws (default: all).")] = None,
     atol: AtolFlag = None,
     rtol: RtolFlag = None,
     json_output: JsonFlag = False,
@@ -316,14 +323,15 @@ def gates_command(
     options = make_options(
         spec, heatmap=heatmap, sequence=sequence, sat_low=sat_low, sat_high=sat_high,
         tanh_sat_low=tanh_sat_low, tanh_sat_high=tanh_sat_high, method=method, export=export, plot=plot,
-        atol=atol, rtol=rtol,
+        plot_range=plot_range, layers=layers, atol=atol, rtol=rtol,
     )
     from lstm_cli.gates import run_gates
     from lstm_cli.render.gates import capture_progress, render_gates
 
     with capture_progress(spec) as progress:
         result = run_gates(spec, options, progress=progress)
-    return emit(result, json_output, lambda r, console: render_gates(r, console, per_step=per_step))
+    return emit(result, json_output, lambda r, console: render_gates(r, console, per_step=per_step,
+                                                                     all_steps=all_steps, verbose=verbose))
 
 
 @app.command(
@@ -345,7 +353,13 @@ def bench_command(
         typer.Option("--sweep", metavar="NAME=V1,V2,...", help="One row per value of seq-len, batch-size, "
                      "hidden-size, input-size or num-layers, e.g. seq-len=10,100,1000."),
     ] = None,
-    repeat: Annotated[int, typer.Option("--repeat", help="Timed runs of each path per row (median reported).")] = 5,
+    repeat: Annotated[int, typer.Option("--repeat", help="Timed runs of each path per row (fastest, median "
+                      "and slowest reported).")] = 5,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", metavar="N", help="torch's intra-op CPU threads for the run (1 to the CPUs "
+                     "this process may use). Default: torch's own choice."),
+    ] = None,
     method: Annotated[str, typer.Option("--method", metavar="[auto|loop|recompute]", help="Gate capture method.")] = "auto",
     json_output: JsonFlag = False,
 ) -> int:
@@ -353,10 +367,13 @@ def bench_command(
 
     In one process, on the same input: the fused nn.LSTM forward, compare-cell's stacked
     LSTMCell loop and gates' capture (given nn.LSTM's output), round-robin after a warm-up,
-    CUDA synchronised; median of --repeat runs, ratios to nn.LSTM and GFLOP/s.
-    FLOPs of a forward pass count the gate GEMMs, a multiply-add as 2: per direction, step and
-    sequence 8H(I + H_out) for layer 0 and 8H(D*H_out + H_out) for each later layer, plus 2PH
-    per layer with proj_size P; so 8*B*T*H*((I+H) + (L-1)*(D*H+H)) per direction without one.
+    CUDA synchronised; fastest, median and slowest of --repeat runs, the ratio of medians to
+    nn.LSTM and GFLOP/s. A note warns when a path's slowest run took over 1.5x its fastest, or
+    the cell loop beat nn.LSTM: the machine was busy and the medians may not be trustworthy.
+    FLOPs of a forward pass count the gate GEMMs, a multiply-add as 2: per direction, valid
+    step and sequence 8H(I + H_out) for layer 0 and 8H(D*H_out + H_out) for each later layer,
+    plus 2PH per layer with proj_size P; so 8*B*T*H*((I+H) + (L-1)*(D*H+H)) per direction
+    without one, B*T being the sum of --lengths where given.
     """
     from lstm_cli.spec import check_bench_flags, parse_sweep
 
@@ -366,6 +383,14 @@ def bench_command(
         raise UsageError(f"--repeat must be between 1 and 1000 (got {repeat})")
     if method not in ("auto", "loop", "recompute"):
         raise UsageError(f"--method must be auto, loop or recompute (got {method!r})")
+    if spec.unbatched and swept is not None and swept[0] == "batch_size":
+        raise UsageError("--unbatched input has no batch: drop --unbatched or the batch-size sweep")
+    if threads is not None:
+        import os
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if not 1 <= threads <= cpus:
+            raise UsageError(f"--threads must be between 1 and {cpus}, the CPUs this process may use (got {threads})")
     from lstm_cli.spec import check_runs_as_loaded
 
     check_runs_as_loaded(spec, "bench")
@@ -376,7 +401,7 @@ def bench_command(
 
     specs = bench_specs(spec, preset, swept)
     with stderr_progress(len(specs), "rows", "timing") as progress:
-        result = run_bench(specs, repeat=repeat, method=method, progress=progress)
+        result = run_bench(specs, repeat=repeat, method=method, progress=progress, threads=threads)
     return emit(result, json_output, render_bench)
 
 
@@ -403,8 +428,9 @@ def gradients_command(
     ] = None,
     plot: Annotated[
         str | None,
-        typer.Option("--plot", metavar="FILE.png", help="Also draw the norms over time, log scale, one line per "
-                     "model, into this PNG. Needs matplotlib: pip install 'lstm-cli\\[plot]'."),
+        typer.Option("--plot", metavar="FILE.png|FILE.svg|FILE.pdf", help="Also draw the norms over time, log "
+                     "scale, one line per model, titled with the configuration and sources, into this "
+                     ".png, .svg or .pdf. Needs matplotlib: pip install 'lstm-cli\\[plot]'."),
     ] = None,
     json_output: JsonFlag = False,
 ) -> int:
@@ -429,9 +455,9 @@ def gradients_command(
     check_runs_as_loaded(spec, "gradients")
     target = None
     if plot is not None:
-        from lstm_cli.render.gradients_plot import check_png_path, require_matplotlib
+        from lstm_cli.render.gradients_plot import check_plot_path, require_matplotlib
 
-        target = check_png_path(plot)
+        target = check_plot_path(plot)
         require_matplotlib()
 
     from lstm_cli.gradients import run_gradients
