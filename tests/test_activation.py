@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from lstm_cli import gates as gates_module
+from lstm_cli.gates import kernels as gates_kernels
+from lstm_cli.gates import run as gates_run
 from lstm_cli.gates_options import GatesOptions
 from lstm_cli.model import prepare
 from lstm_cli.spec import LSTMSpec
@@ -35,7 +37,7 @@ def scaled_lstm(spec: LSTMSpec, scale: float = 6.0):
 def test_gates_capture_hard_sigmoid_gates_exactly(tmp_path: Path, monkeypatch, activation):
     spec = hard_spec(activation)
     prepared = scaled_lstm(spec)
-    monkeypatch.setattr(gates_module, "prepare", lambda *a, **k: prepared)
+    monkeypatch.setattr(gates_run, "prepare", lambda *a, **k: prepared)
     path = tmp_path / "g.pt"
     result = gates_module.run_gates(spec, GatesOptions(export=path))
     assert result.passed and result.method == "loop"
@@ -59,9 +61,9 @@ def test_gates_capture_hard_sigmoid_gates_exactly(tmp_path: Path, monkeypatch, a
 def test_a_capture_that_uses_sigmoid_for_a_hard_sigmoid_model_fails_its_check(monkeypatch):
     spec = hard_spec("hard_sigmoid")
     prepared = scaled_lstm(spec)
-    monkeypatch.setattr(gates_module, "prepare", lambda *a, **k: prepared)
-    real = gates_module.activate
-    monkeypatch.setattr(gates_module, "activate", lambda g, activation="sigmoid": real(g, "sigmoid"))
+    monkeypatch.setattr(gates_run, "prepare", lambda *a, **k: prepared)
+    real = gates_kernels.activate
+    monkeypatch.setattr(gates_kernels, "activate", lambda g, activation="sigmoid": real(g, "sigmoid"))
     result = gates_module.run_gates(spec, GatesOptions())
     assert not result.passed
     assert all(check.first_bad is not None and check.first_bad["step"] in (0, 11) for check in result.checks[:2])

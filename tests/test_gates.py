@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from rich.console import Console
 
 import lstm_cli.gates as gates_module
+import lstm_cli.gates.kernels as gates_kernels
+import lstm_cli.gates.run as gates_run
 from lstm_cli import model
 from lstm_cli.spec import LSTMSpec
 from tests.strategies import small_specs
@@ -275,7 +277,7 @@ def test_per_step_mean_is_null_where_no_sequence_runs(run_cli):
 
 @pytest.mark.parametrize("method", ["loop", "recompute"])
 def test_a_wrong_capture_fails_the_checks_and_exits_1(run_cli, monkeypatch, method):
-    real = gates_module.direction_weights
+    real = gates_run.direction_weights
 
     def perturbed(lstm, layer, direction):
         w = real(lstm, layer, direction)
@@ -283,7 +285,7 @@ def test_a_wrong_capture_fails_the_checks_and_exits_1(run_cli, monkeypatch, meth
             w = model.DirectionWeights(w.w_ih, w.w_hh + 0.01, w.b_ih, w.b_hh, w.w_hr)
         return w
 
-    monkeypatch.setattr(gates_module, "direction_weights", perturbed)
+    monkeypatch.setattr(gates_run, "direction_weights", perturbed)
     result = run_cli("gates", "--json", "--method", method)
     assert result.code == 1
     checks = result.json()["checks"]
@@ -295,14 +297,14 @@ def test_a_wrong_capture_fails_the_checks_and_exits_1(run_cli, monkeypatch, meth
 
 
 def test_nan_in_the_capture_fails_the_check(run_cli, monkeypatch):
-    real = gates_module.rebuild_h
+    real = gates_kernels.rebuild_h
 
     def broken(c, o, w, out, raw=None):
         h = real(c, o, w, out, raw)
         h.view(-1)[0] = math.nan
         return h
 
-    monkeypatch.setattr(gates_module, "rebuild_h", broken)
+    monkeypatch.setattr(gates_kernels, "rebuild_h", broken)
     result = run_cli("gates", "--json", "--method", "recompute", "--num-layers", "1")
     assert result.code == 1
     assert result.json()["checks"][0]["max_abs_diff"] is None  # NaN is written as null

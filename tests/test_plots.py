@@ -384,16 +384,17 @@ def test_gradients_at_two_thousand_steps_stay_readable():
 
 def test_plotting_some_layers_keeps_only_those_layers_sequences(tmp_path, monkeypatch):
     from lstm_cli import gates as gates_module
+    from lstm_cli.gates import run as gates_run
 
     spec = LSTMSpec(num_layers=4, device="cpu")
     kept = {}
-    real = gates_module.capture_gates
+    real = gates_run.capture_gates
 
     def spy(*args, **kwargs):
         kept.update(kwargs["keep_sequence"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gates_module, "capture_gates", spy)
+    monkeypatch.setattr(gates_run, "capture_gates", spy)
     options = GatesOptions(plot=tmp_path / "p.png", plot_layers=(1, 3))
     run_gates(spec, options)
     assert sorted(kept) == [(1, "forward"), (3, "forward")]

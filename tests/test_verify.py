@@ -10,6 +10,8 @@ from torch import nn
 
 from lstm_cli import cells
 from lstm_cli import gates as gates_module
+from lstm_cli.gates import kernels as gates_kernels
+from lstm_cli.gates import run as gates_run
 from lstm_cli import model
 from lstm_cli.model import direction_weights
 from lstm_cli.verify import step as step_module
@@ -308,17 +310,17 @@ def test_planted_mistakes_in_the_capture_fail(run_cli, monkeypatch, trained_bidi
     T = int(flags[flags.index("--seq-len") + 1]) if "--seq-len" in flags else 10
     flags = [f.replace("{T}", str(T)) for f in flags]
     if kind in ("weight", "swap", "bias"):
-        real = gates_module.direction_weights
-        monkeypatch.setattr(gates_module, "direction_weights",
+        real = gates_run.direction_weights
+        monkeypatch.setattr(gates_run, "direction_weights",
                             lambda lstm, layer, d: spoil_weights(real(lstm, layer, d), kind) if layer == 0 else real(lstm, layer, d))
     elif kind == "projection":  # keep the first P units instead of projecting
-        real_rebuild = gates_module.rebuild_h
+        real_rebuild = gates_kernels.rebuild_h
 
         def truncating(c, o, w, out, raw=None):
             P, H = w.w_hr.shape
             return real_rebuild(c, o, model.DirectionWeights(w.w_ih, w.w_hh, w.b_ih, w.b_hh, torch.eye(P, H, dtype=c.dtype)), out, raw)
 
-        monkeypatch.setattr(gates_module, "rebuild_h", truncating)
+        monkeypatch.setattr(gates_kernels, "rebuild_h", truncating)
     elif kind == "backward":
         for capture in (gates_module.LoopCapture, gates_module.RecomputeCapture):
             real_run = capture.run

@@ -1,0 +1,256 @@
+"""Capture kernels: the two ways of recomputing the gates nn.LSTM keeps inside its fused kernel.
+
+Both yield the same chunks of steps (`Chunk`) to one shared driver (gates.run):
+
+- `loop`: step by step like the fused kernel itself. The input projection x W_ih^T + b of a
+  chunk of steps is one GEMM; each step adds h W_hh^T into that buffer in place (with W_hh
+  packed once by MKL where available), applies the activations in place, and updates c and h.
+  Its own h feeds the next step and the next layer, so it is an independent forward pass.
+- `recompute`: nn.LSTM runs (one layer at a time, for every layer but the last, whose output the
+  reference pass already has); then all gates of a chunk come from two large GEMMs on its input
+  and its shifted output, and only the c-scan c_t = f_t c_(t-1) + i_t g_t walks the steps.
+
+Either way the h_t rebuilt from the captured gates, o_t * tanh(c_t) (times W_hr with proj_size),
+is what the driver compares with nn.LSTM's own output, h_n and c_n. `choose_method` picks the
+method and `chunk_steps_for` the chunk size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from lstm_cli.gates.batch import WorkingBatch
+from lstm_cli.model import DirectionWeights
+from lstm_cli.spec import HARD_SIGMOID_SLOPES, LSTMSpec
+
+# Gate values computed at once: a chunk of steps holds about this many (x 4 bytes in float32),
+# so the working set is a few chunks whatever the sequence length.
+CHUNK_ELEMENTS = 1 << 22
+MAX_CHUNK_STEPS = 256  # and at most this many steps, so that progress moves on long runs
+# CPU: from this many multiply-adds in one step's recurrent GEMM (batch x H_out x 4H) on, the
+# step loop beats recompute; below it, per-step overhead dominates and recompute's few large
+# GEMMs win. On the 2-core development machine (benchmarks/gates_bench.py, README) the loop was
+# 1.7x vs recompute 2.0x the fused forward at 67M multiply-adds a step, about even at 8-17M,
+# and it loses far more than recompute when another process takes a core (each of its ~10
+# small ops a step waits for both threads), hence the margin.
+LOOP_MIN_STEP_MACS = 1 << 25
+
+
+@dataclass
+class Chunk:
+    """Steps [t0, t1) of one layer x direction, time-major, batch in working order. Rows of
+    sequences that are not running at a step hold unspecified values."""
+
+    t0: int
+    t1: int
+    gates: torch.Tensor  # (steps, B, 4, H), after the activations
+    c: torch.Tensor  # (steps, B, H)
+    h: torch.Tensor  # (steps, B, H_out), rebuilt from the gates
+
+
+def chunk_bounds(seq_len: int, steps: int, reverse: bool) -> list[tuple[int, int]]:
+    bounds = [(t0, min(t0 + steps, seq_len)) for t0 in range(0, seq_len, steps)]
+    return bounds[::-1] if reverse else bounds
+
+
+def _step_order(t0: int, t1: int, reverse: bool) -> range:
+    return range(t1 - 1, t0 - 1, -1) if reverse else range(t0, t1)
+
+
+def activate(gates: torch.Tensor, activation: str = "sigmoid") -> None:
+    """In place on (..., 4, H) pre-activations: sigmoid (or a loaded model's hard sigmoid,
+    clip(a z + 0.5, 0, 1)) on i, f, o; tanh on g."""
+    if activation == "sigmoid":
+        gates[..., 0:2, :].sigmoid_()
+        gates[..., 3, :].sigmoid_()
+    else:
+        slope = HARD_SIGMOID_SLOPES[activation]
+        for block in (gates[..., 0:2, :], gates[..., 3, :]):
+            block.mul_(slope).add_(0.5).clamp_(0.0, 1.0)
+    gates[..., 2, :].tanh_()
+
+
+def input_projection(x: torch.Tensor, w: DirectionWeights, out: torch.Tensor) -> torch.Tensor:
+    """x W_ih^T + b_ih + b_hh for a (steps, B, in) block, into `out` (steps * B, 4H)."""
+    flat = x.reshape(-1, x.shape[-1])
+    if w.b_ih is None:
+        return torch.mm(flat, w.w_ih.t(), out=out)
+    return torch.addmm(w.b_ih + w.b_hh, flat, w.w_ih.t(), out=out)
+
+
+def rebuild_h(c: torch.Tensor, o: torch.Tensor, w: DirectionWeights, out: torch.Tensor,
+              raw: torch.Tensor | None = None) -> torch.Tensor:
+    """h = o * tanh(c) into `out`; with proj_size, o * tanh(c) goes to `raw` (shaped like c)
+    first and `out` gets it times W_hr^T."""
+    if w.w_hr is None:
+        return torch.tanh(c, out=out).mul_(o)
+    torch.tanh(c, out=raw).mul_(o)
+    return torch.matmul(raw, w.w_hr.t(), out=out)
+
+
+class ChunkBuffers:
+    """Work tensors of one chunk, allocated once per layer x direction and reused by every
+    chunk (a chunk's tensors are valid until the next one is made): a fresh multi-MiB
+    allocation per chunk costs page faults about as slow as the arithmetic itself."""
+
+    def __init__(self, like: torch.Tensor, steps: int, batch: int, **widths: int):
+        self.tensors = {name: like.new_empty(steps, batch, width) for name, width in widths.items()}
+
+    def __call__(self, name: str, steps: int) -> torch.Tensor:
+        return self.tensors[name][:steps]
+
+
+def mkl_packing_supported(w: torch.Tensor) -> bool:
+    return (
+        w.device.type == "cpu"
+        and w.dtype == torch.float32
+        and torch.backends.mkl.is_available()
+        and hasattr(torch.ops.mkl, "_mkl_linear")
+    )
+
+
+class StepGemm:
+    """gates += h W_hh^T for one step. On CPU in float32, W_hh can be packed once by MKL for the
+    full batch (torch.ops.mkl._mkl_reorder_linear_weight + _mkl_linear: a private API, so it is
+    probed once and any failure falls back to addmm_, as do steps with fewer sequences).
+
+    use_mkl: True packs whenever supported, False never, None (the default) only when a step's
+    GEMM is large enough for packing to pay (the sizes where `auto` picks the loop)."""
+
+    def __init__(self, w_hh: torch.Tensor, batch: int, use_mkl: bool | None = None):
+        self.w_hh, self.w_hh_t, self.batch = w_hh, w_hh.t(), batch
+        self.packed = None
+        if use_mkl is None:
+            use_mkl = batch * w_hh.numel() >= LOOP_MIN_STEP_MACS
+        if use_mkl and mkl_packing_supported(w_hh):
+            try:
+                packed = torch.ops.mkl._mkl_reorder_linear_weight(w_hh, batch)
+                probe = w_hh.new_ones(batch, w_hh.shape[1])
+                got = torch.ops.mkl._mkl_linear(probe, packed, w_hh, None, batch)
+                if got.shape == (batch, w_hh.shape[0]) and torch.allclose(
+                    got, probe @ self.w_hh_t, rtol=1e-4, atol=1e-4
+                ):
+                    self.packed = packed
+            except (RuntimeError, AttributeError, TypeError):
+                self.packed = None
+
+    def __call__(self, gates: torch.Tensor, h: torch.Tensor) -> None:
+        if self.packed is not None and h.shape[0] == self.batch:
+            gates.add_(torch.ops.mkl._mkl_linear(h, self.packed, self.w_hh, None, self.batch))
+        else:
+            gates.addmm_(h, self.w_hh_t)
+
+
+class LoopCapture:
+    """Step by step, gates written in place into the chunk's input projection."""
+
+    name = "loop"
+    needs_layer_output = False
+
+    def __init__(self, use_mkl: bool | None = None, activation: str = "sigmoid"):
+        self.use_mkl = use_mkl  # see StepGemm
+        self.activation = activation  # of i, f, o
+
+    def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
+            batch: WorkingBatch, chunk_steps: int) -> Iterator[Chunk]:
+        T, B, _ = x.shape
+        H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
+        gemm = StepGemm(w.w_hh, B, self.use_mkl)
+        work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out, raw=H if w.w_hr is not None else 0)
+        h_prev, c_prev = x.new_zeros(B, H_out), x.new_zeros(B, H)  # carried from chunk to chunk
+        for t0, t1 in chunk_bounds(T, chunk_steps, reverse):
+            n = t1 - t0
+            gates = input_projection(x[t0:t1], w, work("gates", n).view(n * B, 4 * H)).view(n, B, 4, H)
+            cs, hs, raw = work("c", n), work("h", n), work("raw", 1)[0]
+            if batch.packed:
+                # A sequence that has not started yet (backward direction) reads a zero state
+                # at its first step, which is its own last one.
+                cs.zero_()
+                hs.zero_()
+            h_step, c_step = h_prev, c_prev
+            for t in _step_order(t0, t1, reverse):
+                s, bs = t - t0, batch.size_at(t)
+                g = gates[s, :bs]
+                gemm(g.view(bs, 4 * H), h_step[:bs])
+                activate(g, self.activation)
+                c = torch.mul(g[:, 1], c_step[:bs], out=cs[s, :bs]).addcmul_(g[:, 0], g[:, 2])
+                rebuild_h(c, g[:, 3], w, out=hs[s, :bs], raw=raw[:bs] if raw.numel() else None)
+                h_step, c_step = hs[s], cs[s]
+            h_prev.copy_(h_step)
+            c_prev.copy_(c_step)
+            yield Chunk(t0, t1, gates, cs, hs)
+
+
+class RecomputeCapture:
+    """From nn.LSTM's own per-layer output: two GEMMs per chunk and a c-scan."""
+
+    name = "recompute"
+    needs_layer_output = True
+
+    def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
+            batch: WorkingBatch, chunk_steps: int) -> Iterator[Chunk]:
+        T, B, _ = x.shape
+        H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
+        work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out, ig=H, f=H,
+                            raw=H if w.w_hr is not None else 0)
+        c_prev = x.new_zeros(B, H)
+        for t0, t1 in chunk_bounds(T, chunk_steps, reverse):
+            n = t1 - t0
+            gates = input_projection(x[t0:t1], w, work("gates", n).view(n * B, 4 * H))
+            gates.addmm_(previous_h(h_seq, t0, t1, reverse).reshape(n * B, H_out), w.w_hh.t())
+            gates = gates.view(n, B, 4, H)
+            activate(gates)
+            i, f, g, o = gates.unbind(2)
+            ig = torch.mul(i, g, out=work("ig", n))
+            valid = batch.valid_rows(t0, t1)
+            if valid is not None:  # a state is zero until its sequence's first step
+                mask = valid.unsqueeze(-1).to(ig.dtype)
+                ig.mul_(mask)
+                f = torch.mul(f, mask, out=work("f", n))
+            cs = work("c", n)
+            for t in _step_order(t0, t1, reverse):
+                s = t - t0
+                c_prev = torch.addcmul(ig[s], f[s], c_prev, out=cs[s])
+            c_prev = c_prev.clone()  # cs is reused by the next chunk
+            hs = rebuild_h(cs, o, w, out=work("h", n), raw=work("raw", n) if w.w_hr is not None else None)
+            yield Chunk(t0, t1, gates, cs, hs)
+
+
+def previous_h(h_seq: torch.Tensor, t0: int, t1: int, reverse: bool) -> torch.Tensor:
+    """h_(t-1) for t in [t0, t1) (h_(t+1) backward), zero before the first step. Padded steps of
+    nn.LSTM's output are zero, so a packed sequence's backward pass also starts from zero."""
+    T = h_seq.shape[0]
+    if not reverse:
+        if t0 > 0:
+            return h_seq[t0 - 1 : t1 - 1]
+        return torch.cat([torch.zeros_like(h_seq[:1]), h_seq[: t1 - 1]])
+    if t1 < T:
+        return h_seq[t0 + 1 : t1 + 1]
+    return torch.cat([h_seq[t0 + 1 :], torch.zeros_like(h_seq[:1])])
+
+
+METHOD_CLASSES = {"loop": LoopCapture, "recompute": RecomputeCapture}
+
+
+def choose_method(spec: LSTMSpec, device: torch.device, requested: str = "auto") -> tuple[str, str]:
+    """The capture method and why. On CUDA recompute (one launch per step instead of about
+    ten); on CPU the loop once a step's GEMM is large enough to hide the per-step overhead."""
+    if spec.recurrent_activation != "sigmoid":
+        return "loop", f"the model's gates are {spec.recurrent_activation}: only the loop computes them"
+    if requested != "auto":
+        return requested, "chosen with --method"
+    if device.type != "cpu":
+        return "recompute", f"auto: on {device.type} the step loop is launch-bound"
+    batch = 1 if spec.unbatched else spec.batch_size
+    macs = batch * spec.h_out * 4 * spec.hidden_size
+    if macs >= LOOP_MIN_STEP_MACS:
+        return "loop", f"auto: each step's GEMM has {macs:,} multiply-adds (>= {LOOP_MIN_STEP_MACS:,})"
+    return "recompute", f"auto: each step's GEMM has {macs:,} multiply-adds (< {LOOP_MIN_STEP_MACS:,})"
+
+
+def chunk_steps_for(spec: LSTMSpec) -> int:
+    batch = 1 if spec.unbatched else spec.batch_size
+    return max(1, min(spec.seq_len, MAX_CHUNK_STEPS, CHUNK_ELEMENTS // (batch * 4 * spec.hidden_size)))
