@@ -56,7 +56,7 @@ def main() -> None:
         reference = run_lstm(lstm, x, spec)
         methods = {
             "loop": LoopCapture(),
-            "loop_no_mkl": LoopCapture(use_mkl=False),
+            "loop_addmm": LoopCapture(gemm="addmm"),
             "recompute": RecomputeCapture(),
         }
         methods = {label: methods[label] for label in args.methods.split(",")}

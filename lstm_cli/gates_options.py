@@ -144,7 +144,7 @@ class GatesOptions:
     plot: Path | None = None
     plot_range: str = "fixed"  # --plot-range: fixed (each gate's own range) or panel (min..max)
     plot_layers: tuple[int, ...] | None = None  # --layers: the layers --plot draws (None: all)
-    use_mkl: bool | None = None  # loop method: pack W_hh with MKL (None: when it pays; see StepGemm)
+    gemm: str = "auto"  # loop method: the step GEMM's backend, "auto" measures (gates/step_gemm.py)
     atol: float | None = None  # --atol/--rtol: replace the derived bound (verify/rule.py)
     rtol: float | None = None
 

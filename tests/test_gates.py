@@ -322,42 +322,38 @@ def test_auto_method_depends_on_device_and_size():
     assert gates_module.choose_method(small, cpu, "loop") == ("loop", "chosen with --method")
 
 
-def _capture_stats(spec: LSTMSpec, use_mkl: bool):
+def _capture_stats(spec: LSTMSpec, gemm: str):
     placement = model.Placement(torch.device("cpu"), torch.float32)
     lstm = model.build_lstm(spec, placement)
     x = model.make_input(spec, placement)
     reference = model.run_lstm(lstm, x, spec)
-    capture = gates_module.capture_gates(lstm, x, spec, reference, gates_module.LoopCapture(use_mkl), keep_all=True)
-    return capture
+    method = gates_module.LoopCapture(gemm)
+    capture = gates_module.capture_gates(lstm, x, spec, reference, method, keep_all=True)
+    return capture, method
 
 
-@pytest.mark.skipif(not gates_module.mkl_packing_supported(torch.zeros(1)), reason="no MKL in this torch build")
-def test_mkl_packed_and_addmm_step_paths_give_the_same_numbers():
+@pytest.mark.parametrize("backend", ["mkl-packed", "onednn"])
+def test_every_step_gemm_backend_gives_the_captures_numbers(backend):
+    """A packed batch (the tail steps run fewer rows) through each backend against addmm: the
+    same gates to float32 rounding, and the backend really ran where this build has it."""
     spec = LSTMSpec(input_size=16, hidden_size=32, num_layers=2, seq_len=12, batch_size=4, lengths=(12, 12, 5, 9))
-    w_hh = torch.randn(128, 32)
-    assert gates_module.StepGemm(w_hh, 4, use_mkl=True).packed is not None  # the MKL path runs
-    assert gates_module.StepGemm(w_hh, 4, use_mkl=False).packed is None
-    assert gates_module.StepGemm(w_hh, 4).packed is None  # auto: too small to pay
-    assert gates_module.StepGemm(torch.randn(4096, 1024), 64).packed is not None  # auto: large
-    packed, plain = _capture_stats(spec, True), _capture_stats(spec, False)
-    for key, recorder in packed.recorders.items():
+    (tried, method), (plain, _) = _capture_stats(spec, backend), _capture_stats(spec, "addmm")
+    available = gates_module.step_gemm.build(backend, torch.randn(128, 32), 4) is not None
+    assert all(choice.backend == (backend if available else "addmm") for choice in method.gemm_choices)
+    for key, recorder in tried.recorders.items():
         for name, value in recorder.all.items():
             other = plain.recorders[key].all[name]
             assert torch.equal(value.isnan(), other.isnan())
             assert torch.allclose(value.nan_to_num(), other.nan_to_num(), atol=1e-6, rtol=0)
-    assert torch.allclose(packed.h_n, plain.h_n, atol=1e-6) and torch.allclose(packed.c_n, plain.c_n, atol=1e-6)
+    assert torch.allclose(tried.h_n, plain.h_n, atol=1e-6) and torch.allclose(tried.c_n, plain.c_n, atol=1e-6)
 
 
-def test_mkl_failure_falls_back_to_addmm(monkeypatch):
-    def fail(*args):
-        raise RuntimeError("no packed GEMM here")
-
-    monkeypatch.setattr(torch.ops.mkl, "_mkl_reorder_linear_weight", fail, raising=False)
-    gemm = gates_module.StepGemm(torch.randn(8, 2), 3, use_mkl=True)
-    assert gemm.packed is None
-    gates, h = torch.zeros(3, 8), torch.randn(3, 2)
-    gemm(gates, h)
-    assert torch.allclose(gates, h @ gemm.w_hh.t())
+def test_the_gemm_that_ran_is_in_json_and_verbose(run_cli):
+    doc = run_cli("gates", "--method", "loop", "--hidden-size", "256", "--batch-size", "8", "--json").json()
+    assert doc["gemm"]["backend"] in gates_module.step_gemm.BACKENDS and doc["gemm"]["reason"]
+    assert run_cli("gates", "--method", "recompute", "--json").json()["gemm"] is None
+    text = run_cli("gates", "--method", "loop", "--verbose").stdout
+    assert "step GEMM: addmm (a step of" in text
 
 
 # -- flags -------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from lstm_cli.gates.kernels import (
     chunk_bounds,
     chunk_steps_for,
     input_projection,
-    mkl_packing_supported,
     previous_h,
     rebuild_h,
 )
@@ -94,7 +93,6 @@ __all__ = [
     "from_time_major_shape",
     "fused_layer_output",
     "input_projection",
-    "mkl_packing_supported",
     "previous_h",
     "rebuild_h",
     "run_gates",

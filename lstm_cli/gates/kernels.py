@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from lstm_cli.gates.batch import WorkingBatch
+from lstm_cli.gates.step_gemm import GemmChoice, StepGemm
 from lstm_cli.model import DirectionWeights
 from lstm_cli.spec import HARD_SIGMOID_SLOPES, LSTMSpec
 
@@ -103,62 +104,23 @@ class ChunkBuffers:
         return self.tensors[name][:steps]
 
 
-def mkl_packing_supported(w: torch.Tensor) -> bool:
-    return (
-        w.device.type == "cpu"
-        and w.dtype == torch.float32
-        and torch.backends.mkl.is_available()
-        and hasattr(torch.ops.mkl, "_mkl_linear")
-    )
-
-
-class StepGemm:
-    """gates += h W_hh^T for one step. On CPU in float32, W_hh can be packed once by MKL for the
-    full batch (torch.ops.mkl._mkl_reorder_linear_weight + _mkl_linear: a private API, so it is
-    probed once and any failure falls back to addmm_, as do steps with fewer sequences).
-
-    use_mkl: True packs whenever supported, False never, None (the default) only when a step's
-    GEMM is large enough for packing to pay (the sizes where `auto` picks the loop)."""
-
-    def __init__(self, w_hh: torch.Tensor, batch: int, use_mkl: bool | None = None):
-        self.w_hh, self.w_hh_t, self.batch = w_hh, w_hh.t(), batch
-        self.packed = None
-        if use_mkl is None:
-            use_mkl = batch * w_hh.numel() >= LOOP_MIN_STEP_MACS
-        if use_mkl and mkl_packing_supported(w_hh):
-            try:
-                packed = torch.ops.mkl._mkl_reorder_linear_weight(w_hh, batch)
-                probe = w_hh.new_ones(batch, w_hh.shape[1])
-                got = torch.ops.mkl._mkl_linear(probe, packed, w_hh, None, batch)
-                if got.shape == (batch, w_hh.shape[0]) and torch.allclose(
-                    got, probe @ self.w_hh_t, rtol=1e-4, atol=1e-4
-                ):
-                    self.packed = packed
-            except (RuntimeError, AttributeError, TypeError):
-                self.packed = None
-
-    def __call__(self, gates: torch.Tensor, h: torch.Tensor) -> None:
-        if self.packed is not None and h.shape[0] == self.batch:
-            gates.add_(torch.ops.mkl._mkl_linear(h, self.packed, self.w_hh, None, self.batch))
-        else:
-            gates.addmm_(h, self.w_hh_t)
-
-
 class LoopCapture:
     """Step by step, gates written in place into the chunk's input projection."""
 
     name = "loop"
     needs_layer_output = False
 
-    def __init__(self, use_mkl: bool | None = None, activation: str = "sigmoid"):
-        self.use_mkl = use_mkl  # see StepGemm
+    def __init__(self, gemm: str = "auto", activation: str = "sigmoid"):
+        self.gemm = gemm  # the step GEMM's backend: "auto" (measured) or one of step_gemm.BACKENDS
+        self.gemm_choices: list[GemmChoice] = []  # what each layer x direction used, and why
         self.activation = activation  # of i, f, o
 
     def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
             batch: WorkingBatch, chunk_steps: int) -> Iterator[Chunk]:
         T, B, _ = x.shape
         H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
-        gemm = StepGemm(w.w_hh, B, self.use_mkl)
+        gemm = StepGemm(w.w_hh, B, self.gemm)
+        self.gemm_choices.append(gemm.choice)
         work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out, raw=H if w.w_hr is not None else 0)
         h_prev, c_prev = x.new_zeros(B, H_out), x.new_zeros(B, H)  # carried from chunk to chunk
         for t0, t1 in chunk_bounds(T, chunk_steps, reverse):

@@ -41,6 +41,9 @@ class GatesResult:
     dtype: str
     method: str
     method_reason: str
+    # The loop's step GEMM: {backend, reason, timings_ms} (timings when it was measured); None
+    # for recompute, whose GEMMs are plain large matmuls.
+    gemm: dict | None
     thresholds: dict[str, float]
     layers: list[LayerGates]
     rule: dict  # how a check decides (verify.rule.Rule.as_dict)
@@ -311,7 +314,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         if progress is not None:
             progress(0, "capturing gates")
         method_name, reason = choose_method(spec, placement.device, options.method)
-        method = (LoopCapture(options.use_mkl, spec.recurrent_activation) if method_name == "loop"
+        method = (LoopCapture(options.gemm, spec.recurrent_activation) if method_name == "loop"
                   else RecomputeCapture())
         keep_sequence = {}  # what --plot (its --layers only) and --heatmap draw
         if options.plot is not None:
@@ -362,6 +365,11 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         dtype=placement.dtype_name,
         method=method_name,
         method_reason=reason,
+        gemm=None if method_name != "loop" or not method.gemm_choices else {
+            "backend": method.gemm_choices[0].backend,
+            "reason": method.gemm_choices[0].reason,
+            "timings_ms": {name: t * 1e3 for name, t in method.gemm_choices[0].timings_s.items()},
+        },
         thresholds={"low": options.thresholds.low, "high": options.thresholds.high,
                     "tanh_low": options.thresholds.tanh_low, "tanh_high": options.thresholds.tanh_high},
         layers=layers,

@@ -250,6 +250,8 @@ def render_gates(
     console.print(Text(config_line(result.config, result.device, result.dtype), style="bold"))
     if verbose:
         console.print(Text(f"capture method: {result.method} ({result.method_reason})"))
+        if result.gemm is not None:
+            console.print(Text(f"step GEMM: {result.gemm['backend']} ({result.gemm['reason']})"))
     print_gates_table(result, console)
     if per_step or all_steps:
         for entry in result.layers:
