@@ -329,3 +329,15 @@ def test_every_format_runs_in_every_command_and_says_what_it_loaded(tmp_path, ru
         with np.load(export) as data:
             output = torch.from_numpy(data["output"])
         torch.testing.assert_close(output.transpose(0, 1) if batch_first else output, expected, **TOL)
+
+
+def test_a_trusted_plain_pickle_of_a_module_loads(tmp_path, run_cli):
+    torch.manual_seed(41)
+    model = Seq2Seq().eval()
+    path = tmp_path / "model.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump(model, handle)
+    result = run_cli("inspect", "--weights", str(path))
+    assert result.code == 2 and "np.savez" in result.stderr  # refused without trust
+    doc = run_cli("inspect", "--weights", str(path), "--trust-checkpoint", "--json").json()
+    assert doc["passed"] and doc["source"]["key"] == "encoder" and doc["config"]["batch_first"] is True

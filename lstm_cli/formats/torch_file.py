@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lstm_cli.formats.base import Contents, FormatError, Found
+from lstm_cli.formats.detect import detect
 from lstm_cli.formats.named_tensors import find_in_tensors, flatten
 
 TRUST_HINT = "if you trust whoever made this file, rerun with --trust-checkpoint"
@@ -49,7 +50,11 @@ def _read_trusted(file: Path) -> Contents:
     """--trust-checkpoint: any pickle, code and all; the LSTMs are the nn.LSTM and nn.LSTMCell
     submodules of whatever modules it holds (or the names of a plain state_dict)."""
     try:
-        value = torch.load(file, map_location="cpu", weights_only=False)
+        if detect(file).kind == "pickle":  # a plain pickle, not torch.save's format
+            with open(file, "rb") as handle:
+                value = pickle.load(handle)  # noqa: S301 - the user trusts this file (--trust-checkpoint)
+        else:
+            value = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as exc:  # arbitrary unpickling can raise anything, e.g. a missing class
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FormatError(
