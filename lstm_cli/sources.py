@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lstm_cli.shapes import shape_text
 from lstm_cli.errors import UsageError
 from lstm_cli.guard import PROG
 from lstm_cli.formats import read_file
@@ -90,9 +91,6 @@ class LSTMGroup:
         )
 
 
-def _shape(t: torch.Tensor) -> str:
-    return "(" + ", ".join(map(str, t.shape)) + ("," if t.dim() == 1 else "") + ")"
-
 
 def _one_float_dtype(where: str, state: dict[str, torch.Tensor]) -> str:
     dtypes = {t.dtype for t in state.values()}
@@ -115,7 +113,7 @@ def infer_group(prefix: str, state: dict[str, torch.Tensor]) -> LSTMGroup:
         raise ValueError(f"LSTM at {where} is missing weight_ih_l0")
     rows = state["weight_ih_l0"].shape[0] if state["weight_ih_l0"].dim() == 2 else -1
     if rows <= 0 or rows % 4:
-        raise ValueError(f"{where}: weight_ih_l0 is {_shape(state['weight_ih_l0'])}, not (4*hidden, input): not an LSTM")
+        raise ValueError(f"{where}: weight_ih_l0 is {shape_text(state['weight_ih_l0'].shape)}, not (4*hidden, input): not an LSTM")
     hidden = rows // 4
     proj = state["weight_hr_l0"].shape[0] if projected and "weight_hr_l0" in state else 0
     h_out = proj or hidden
@@ -144,7 +142,7 @@ def _check_names(where: str, state: dict[str, torch.Tensor], expected: dict[str,
             raise ValueError(f"LSTM at {where} is missing {name}")
         if tuple(state[name].shape) != shape:
             raise ValueError(
-                f"LSTM at {where}: {name} is {_shape(state[name])} but this LSTM needs "
+                f"LSTM at {where}: {name} is {shape_text(state[name].shape)} but this LSTM needs "
                 f"{'(' + ', '.join(map(str, shape)) + (',' if len(shape) == 1 else '') + ')'}"
             )
     extra = sorted(set(state) - set(expected))
@@ -272,11 +270,11 @@ def _load_input(file: Path, version: tuple[int, int]) -> torch.Tensor:
         raise UsageError(f"--input {path}: has dtype {str(value.dtype).removeprefix('torch.')}; LSTM input must be floating point")
     if value.dim() not in (2, 3):
         raise UsageError(
-            f"--input {path}: has shape {_shape(value)}; expected (L, N, input), (N, L, input) with "
+            f"--input {path}: has shape {shape_text(value.shape)}; expected (L, N, input), (N, L, input) with "
             "--batch-first, or (L, input)"
         )
     if value.numel() == 0:
-        raise UsageError(f"--input {path}: has shape {_shape(value)}, with no values")
+        raise UsageError(f"--input {path}: has shape {shape_text(value.shape)}, with no values")
     bad = ~torch.isfinite(value)
     if bad.any():
         first = tuple(int(i) for i in bad.nonzero()[0])

@@ -1,4 +1,4 @@
-"""Text from an untrusted file (names, library errors, shapes) made fit for one-line messages:
+"""Text from an untrusted file (names, library errors) made fit for one-line messages:
 every reader words what it reports through these."""
 
 from __future__ import annotations
@@ -17,8 +17,3 @@ def first_line(exc: BaseException) -> str:
     """The first line of an error, at most 160 characters (library errors run to pages)."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:160]
-
-
-def shape_text(shape: tuple[int, ...] | list[int]) -> str:
-    """(80, 100), and (80,) for one dimension, as Python prints a shape."""
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from lstm_cli.checks import Check
 from lstm_cli.guard import LIVE_DISPLAYS
+from lstm_cli.shapes import shape_text
 
 
 def format_diff(value: float | None) -> str:
@@ -311,10 +312,6 @@ def source_lines(source: dict | None) -> list[str]:
     lines += [f"  note: {line}" for line in source["notes"]]
     return lines
 
-
-def format_shape(shape: list[int]) -> str:
-    """(80, 100), and (80,) for one dimension, as Python prints a shape."""
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"

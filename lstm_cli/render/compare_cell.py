@@ -7,13 +7,13 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.compare_cell import CompareResult
+from lstm_cli.shapes import shape_text
 from lstm_cli.render.common import (
     STEP_ROWS,
     bin_values,
     bins_sentence,
     config_line,
     format_diff,
-    format_shape,
     print_table,
     print_verdict,
     running_counts,
@@ -52,10 +52,10 @@ def render_compare_cell(result: CompareResult, console: Console, all_steps: bool
     for row in result.stack:
         stack.add_row(
             layer_label(row.layer, row.direction, both), str(row.input_size), str(row.hidden_size),
-            format_shape(row.x_shape), format_shape(row.h_shape), format_shape(row.c_shape), f"{row.parameters:,}",
+            shape_text(row.x_shape), shape_text(row.h_shape), shape_text(row.c_shape), f"{row.parameters:,}",
         )
     print_table(console, stack)
-    console.print(Text(f"output {format_shape(result.output_shape)}; each step feeds x_t and (h, c) to the cell"))
+    console.print(Text(f"output {shape_text(result.output_shape)}; each step feeds x_t and (h, c) to the cell"))
 
     print_verdict(console, result.checks, "LSTMCell loop", "the state the loop started it from",
                   result.checked, result.rule)

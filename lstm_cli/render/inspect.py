@@ -8,7 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.inspect import InspectResult
-from lstm_cli.render.common import checks_table, config_line, format_shape, print_table
+from lstm_cli.render.common import checks_table, config_line, print_table
+from lstm_cli.shapes import shape_text
 from lstm_cli.spec import GATE_MEANING
 from lstm_cli.verify.rule import COPY_ULPS
 
@@ -29,13 +30,13 @@ def render_inspect(result: InspectResult, console: Console) -> None:
     tensors.add_column("dimensions")
     for name, info in result.tensors.items():
         dims = "\n".join(f"{d.symbol} = {d.size}: {d.meaning}" for d in info.dims)
-        tensors.add_row(name, format_shape(info.shape), dims)
+        tensors.add_row(name, shape_text(info.shape), dims)
     print_table(console, tensors)
     if result.packed is not None:
         p = result.packed
         console.print(Text(
             f"Packed: nn.LSTM took pack_padded_sequence(input, lengths, enforce_sorted=False) and "
-            f"returned a PackedSequence with data {format_shape(p['data_shape'])} (sum(lengths), "
+            f"returned a PackedSequence with data {shape_text(p['data_shape'])} (sum(lengths), "
             f"D*H_out), batch_sizes {p['batch_sizes']} (sequences running at each step), "
             f"sorted_indices {p['sorted_indices']}; output above is {p['unpacked_with']}, zero past "
             "each length."
@@ -47,7 +48,7 @@ def render_inspect(result: InspectResult, console: Console) -> None:
     params.add_column("numel", justify="right", no_wrap=True)
     params.add_column("what it is")
     for p in result.parameters:
-        params.add_row(p.name, format_shape(p.shape), f"{p.numel:,}", p.role)
+        params.add_row(p.name, shape_text(p.shape), f"{p.numel:,}", p.role)
     params.add_row("total", "", f"{result.total_parameters:,}", f"closed form {result.expected_parameters:,}")
     print_table(console, params)
 

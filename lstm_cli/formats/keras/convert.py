@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lstm_cli.shapes import shape_text
 from lstm_cli.formats.base import Found
 from lstm_cli.formats.keras.config import Refused, Spec, Version, recurrent_activation
 from lstm_cli.formats.text import printable
@@ -91,7 +92,7 @@ def _direction(weights: dict[str, np.ndarray], cudnn: bool, label: str, suffix: 
     kernel, recurrent, bias = weights["kernel"], weights["recurrent_kernel"], weights.get("bias")
     if _gates(kernel.shape, recurrent.shape) != 4:
         raise Refused(
-            f"its {label}kernel {_shape(kernel)} and recurrent_kernel {_shape(recurrent)} are not "
+            f"its {label}kernel {shape_text(kernel.shape)} and recurrent_kernel {shape_text(recurrent.shape)} are not "
             "(input, 4*units) and (units, 4*units)"
         )
     hidden, inputs = recurrent.shape[0], kernel.shape[0]
@@ -102,34 +103,34 @@ def _direction(weights: dict[str, np.ndarray], cudnn: bool, label: str, suffix: 
         weight_ih = np.concatenate([kernel[:, g * hidden : (g + 1) * hidden].reshape(hidden, inputs) for g in blocks])
         weight_hh = np.concatenate([recurrent[:, g * hidden : (g + 1) * hidden] for g in blocks])
         conversions.append(
-            f"{label}kernel {_shape(kernel)} in CuDNNLSTM's layout: each gate's ({inputs}, {hidden}) block "
-            f"reshaped row-major to ({hidden}, {inputs}), not transposed -> weight_ih_l0{suffix} {_shape(weight_ih)}"
+            f"{label}kernel {shape_text(kernel.shape)} in CuDNNLSTM's layout: each gate's ({inputs}, {hidden}) block "
+            f"reshaped row-major to ({hidden}, {inputs}), not transposed -> weight_ih_l0{suffix} {shape_text(weight_ih.shape)}"
         )
         conversions.append(
-            f"{label}recurrent_kernel {_shape(recurrent)} in CuDNNLSTM's layout: each gate's ({hidden}, {hidden}) "
-            f"block is already (out, in), stacked -> weight_hh_l0{suffix} {_shape(weight_hh)}"
+            f"{label}recurrent_kernel {shape_text(recurrent.shape)} in CuDNNLSTM's layout: each gate's ({hidden}, {hidden}) "
+            f"block is already (out, in), stacked -> weight_hh_l0{suffix} {shape_text(weight_hh.shape)}"
         )
     else:
         weight_ih, weight_hh = kernel.T, recurrent.T
-        conversions.append(f"{label}kernel {_shape(kernel)} transposed -> weight_ih_l0{suffix} {_shape(weight_ih)}")
-        conversions.append(f"{label}recurrent_kernel {_shape(recurrent)} transposed -> weight_hh_l0{suffix} {_shape(weight_hh)}")
+        conversions.append(f"{label}kernel {shape_text(kernel.shape)} transposed -> weight_ih_l0{suffix} {shape_text(weight_ih.shape)}")
+        conversions.append(f"{label}recurrent_kernel {shape_text(recurrent.shape)} transposed -> weight_hh_l0{suffix} {shape_text(weight_hh.shape)}")
     state = {f"weight_ih_l0{suffix}": _tensor(weight_ih), f"weight_hh_l0{suffix}": _tensor(weight_hh)}
     if bias is None:
         return state
     if cudnn:
         if bias.shape != (8 * hidden,):
-            raise Refused(f"its {label}bias is {_shape(bias)}, and a CuDNNLSTM's is (8*units,) = ({8 * hidden},)")
+            raise Refused(f"its {label}bias is {shape_text(bias.shape)}, and a CuDNNLSTM's is (8*units,) = ({8 * hidden},)")
         bias_ih, bias_hh = bias[: 4 * hidden], bias[4 * hidden :]
         conversions.append(
-            f"{label}bias {_shape(bias)} split: [:{4 * hidden}] input biases -> bias_ih_l0{suffix}, "
+            f"{label}bias {shape_text(bias.shape)} split: [:{4 * hidden}] input biases -> bias_ih_l0{suffix}, "
             f"[{4 * hidden}:] recurrent biases -> bias_hh_l0{suffix}"
         )
     else:
         if bias.shape != (4 * hidden,):
-            raise Refused(f"its {label}bias is {_shape(bias)}, and an LSTM's is (4*units,) = ({4 * hidden},)")
+            raise Refused(f"its {label}bias is {shape_text(bias.shape)}, and an LSTM's is (4*units,) = ({4 * hidden},)")
         bias_ih, bias_hh = bias, np.zeros_like(bias)
         conversions.append(
-            f"{label}bias {_shape(bias)} -> bias_ih_l0{suffix}; bias_hh_l0{suffix} = zeros "
+            f"{label}bias {shape_text(bias.shape)} -> bias_ih_l0{suffix}; bias_hh_l0{suffix} = zeros "
             "(Keras has one bias, nn.LSTM adds bias_ih + bias_hh)"
         )
     state[f"bias_ih_l0{suffix}"] = _tensor(bias_ih)
@@ -140,9 +141,6 @@ def _direction(weights: dict[str, np.ndarray], cudnn: bool, label: str, suffix: 
 def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
-
-def _shape(array: np.ndarray) -> str:
-    return "(" + ", ".join(map(str, array.shape)) + ("," if array.ndim == 1 else "") + ")"
 
 
 def spec_from_shapes(sets: list[dict[str, np.ndarray]]) -> Spec:
@@ -155,7 +153,7 @@ def spec_from_shapes(sets: list[dict[str, np.ndarray]]) -> Spec:
     if gates == 1:
         raise Refused("a Keras SimpleRNN layer, not an LSTM (judged by its weight shapes)")
     if gates != 4:
-        raise Refused(f"weights of shapes {_shape(kernel)} and {_shape(recurrent)}, which fit no Keras LSTM")
+        raise Refused(f"weights of shapes {shape_text(kernel.shape)} and {shape_text(recurrent.shape)}, which fit no Keras LSTM")
     bias = sets[0].get("bias")
     cudnn = bias is not None and bias.shape == (8 * recurrent.shape[0],)
     return Spec(cudnn=cudnn, forward={}, bidirectional=len(sets) == 2)

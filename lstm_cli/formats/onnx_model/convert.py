@@ -14,7 +14,8 @@ from lstm_cli.formats.base import Found, Rejected
 from lstm_cli.formats.onnx_model.folding import Folder
 from lstm_cli.formats.onnx_model.graph import DEFAULT_DOMAINS, RecurrentNode
 from lstm_cli.formats.onnx_model.messages import Refused
-from lstm_cli.formats.text import printable, shape_text
+from lstm_cli.formats.text import printable
+from lstm_cli.shapes import shape_text
 from lstm_cli.formats.onnx_model.onnxruntime_runner import build_run_original
 from lstm_cli.formats.onnx_model.run_time_inputs import run_time_input_notes
 

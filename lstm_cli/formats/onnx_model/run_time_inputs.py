@@ -11,7 +11,8 @@ import numpy as np
 from lstm_cli.formats.onnx_model.folding import Folder
 from lstm_cli.formats.onnx_model.graph import DEFAULT_DOMAINS, RecurrentNode, Scope
 from lstm_cli.formats.onnx_model.messages import Refused
-from lstm_cli.formats.text import printable, shape_text
+from lstm_cli.formats.text import printable
+from lstm_cli.shapes import shape_text
 from lstm_cli.formats.onnx_model.tensors import tensor_array
 
 

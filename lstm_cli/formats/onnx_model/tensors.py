@@ -11,7 +11,8 @@ import numpy as np
 
 from lstm_cli.formats.base import FormatError
 from lstm_cli.formats.onnx_model.messages import Refused
-from lstm_cli.formats.text import first_line, printable, shape_text
+from lstm_cli.formats.text import first_line, printable
+from lstm_cli.shapes import shape_text
 
 MAX_ELEMENTS = 2**28  # per tensor, declared or computed: 1 GiB of float32
 
