@@ -61,7 +61,13 @@ def _read_trusted(file: Path) -> Contents:
             f"a torch.save file that could not be unpickled even with --trust-checkpoint "
             f"({type(exc).__name__}: {reason[:160]}); the classes it pickles must be importable here"
         ) from None
-    modules = dict(_modules(value, ""))
+    # Every nn.LSTM and nn.LSTMCell inside whatever modules the file holds, by dotted name.
+    modules = {
+        name: module
+        for prefix, top in flatten(value, nn.Module).items()
+        for name, module in top.named_modules(prefix=prefix)
+        if isinstance(module, (nn.LSTM, nn.LSTMCell))
+    }
     if not modules:
         return find_in_tensors(flatten(value, torch.Tensor), "PyTorch state_dict (torch.save, loaded with --trust-checkpoint)")
     contents = Contents("pickled PyTorch module (loaded with --trust-checkpoint)")
@@ -77,18 +83,3 @@ def _read_trusted(file: Path) -> Contents:
                 f"nn.LSTMCell module '{name}' -> layer 0 of a one-layer nn.LSTM (names + _l0; same weights)"
             ]))
     return contents
-
-
-def _modules(value: Any, prefix: str):
-    """(dotted name, module) for every nn.LSTM and nn.LSTMCell in `value`, which may be a
-    module or containers of modules."""
-    if isinstance(value, nn.Module):
-        for name, module in value.named_modules(prefix=prefix):
-            if isinstance(module, (nn.LSTM, nn.LSTMCell)):
-                yield name, module
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _modules(item, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _modules(item, f"{prefix}.{index}" if prefix else str(index))
