@@ -132,6 +132,17 @@ def check_plot_choices(spec: LSTMSpec, plot: Path | None, plot_range: str | None
     return color_range, chosen
 
 
+def units_plot_path(plot: Path) -> Path:
+    """Where --plot with --units writes the per-unit saturation scatter: next to --plot's file,
+    `_units` added to its name (gates.png -> gates_units.png)."""
+    return plot.with_name(f"{plot.stem}_units{plot.suffix}")
+
+
+def check_units_plot(plot: Path) -> Path:
+    """The scatter's file must be writable too (an existing file there is replaced)."""
+    return writable_file("--plot (with --units)", str(units_plot_path(plot)), (plot.suffix.lower(),))
+
+
 @dataclass(frozen=True)
 class GatesOptions:
     """Everything `gates` takes beyond the shared LSTM flags, validated."""
@@ -144,6 +155,7 @@ class GatesOptions:
     plot: Path | None = None
     plot_range: str = "fixed"  # --plot-range: fixed (each gate's own range) or panel (min..max)
     plot_layers: tuple[int, ...] | None = None  # --layers: the layers --plot draws (None: all)
+    units: bool = False  # --units: per-unit saturation fractions (and, with --plot, their scatter)
     gemm: str = "auto"  # loop method: the step GEMM's backend, "auto" measures (gates/step_gemm.py)
     atol: float | None = None  # --atol/--rtol: replace the derived bound (verify/rule.py)
     rtol: float | None = None
@@ -163,6 +175,7 @@ def make_options(
     plot: str | None = None,
     plot_range: str | None = None,
     layers: str | None = None,
+    units: bool = False,
     atol: float | None = None,
     rtol: float | None = None,
 ) -> GatesOptions:
@@ -175,6 +188,8 @@ def make_options(
         )
     plot_path = check_plot(plot)
     plot_range_chosen, plot_layers = check_plot_choices(spec, plot_path, plot_range, layers)
+    if units and plot_path is not None:
+        check_units_plot(plot_path)
     return GatesOptions(
         thresholds=Thresholds(sat_low, sat_high, tanh_sat_low, tanh_sat_high),
         method=check_method(method),
@@ -184,6 +199,7 @@ def make_options(
         plot=plot_path,
         plot_range=plot_range_chosen,
         plot_layers=plot_layers,
+        units=bool(units),
         atol=atol,
         rtol=rtol,
     )

@@ -1,4 +1,5 @@
-"""--plot: figures of `gates` (heatmaps) and the helpers `gradients --plot` shares with it.
+"""--plot: figures of `gates` (heatmaps; with --units also the per-unit saturation scatter) and
+the helpers `gradients --plot` shares with it.
 
 `gates --plot FILE` draws, for one sequence, a units x time heatmap per layer x direction (rows)
 and gate (columns i, f, g, o, c). Every figure's title says what ran: the sizes, seq-len, batch,
@@ -337,3 +338,80 @@ def save_figure(figure, path: Path, dpi: int = DPI, flag: str = "--plot") -> Non
         figure.savefig(path, format=suffix, dpi=dpi if suffix == "png" else max(dpi, 150))
     except OSError as exc:
         raise UsageError(f"{flag} {path}: cannot write: {exc.strerror or exc}") from None
+
+
+# -- gates --units --plot: per-unit saturation ------------------------------------------------
+
+# One marker and colour per gate, told apart without colour too.
+UNIT_MARKERS = {"i": "o", "f": "s", "g": "^", "o": "D"}
+UNIT_COLORS = {"i": "#1f77b4", "f": "#d62728", "g": "#2ca02c", "o": "#9467bd"}
+UNITS_MAX_COLUMNS = 4  # panels per row (a multiple of 2: a layer's two directions stay side by side)
+
+
+def units_title(spec: LSTMSpec, thresholds, layers: tuple[int, ...] | None, device: str | None) -> str:
+    config = spec.config()
+    what = ("Per-unit saturation: for every unit of every gate, the fraction of valid steps and sequences "
+            "it spends left-saturated (x) and right-saturated (y)")
+    if layers is not None:
+        what += f"; layer{'s' if len(layers) != 1 else ''} {', '.join(map(str, layers))} of {spec.num_layers}"
+    rule = (f"saturated: i, f, o below {thresholds.low:g} / above {thresholds.high:g}; "
+            f"g below {thresholds.tanh_low:g} / above {thresholds.tanh_high:g}; "
+            "dashed: left + right = 1 (always saturated)")
+    return title_lines([
+        what,
+        describe_configuration(config, spec.dtype, device),
+        f"{describe_weights(config)}; {describe_input(config)}",
+        rule,
+    ], 110)
+
+
+def units_figure(spec: LSTMSpec, entries, *, thresholds, layers: tuple[int, ...] | None = None,
+                 device: str | None = None):
+    """The matplotlib Figure of Karpathy, Johnson and Fei-Fei (2015), Fig. 3: one panel per
+    layer x direction (of `layers`, default all), x = fraction of time a unit is left-saturated,
+    y = right-saturated, on [0, 1] x [0, 1], one point per unit and gate (a marker per gate),
+    the line left + right = 1 as a guide. `entries`: LayerGates with `units` filled."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [e for e in entries if e.units is not None and (layers is None or e.layer in layers)]
+    n = max(len(shown), 1)
+    columns = min(n, UNITS_MAX_COLUMNS)
+    rows = -(-n // columns)
+    side = 3.6
+    figure = Figure(figsize=(max(6.5, columns * side + 0.6), rows * side + 2.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    units = len(shown[0].units["i"].left_saturated) if shown else 0
+    size = 28 if units <= 64 else 14 if units <= 512 else 5
+    for k, entry in enumerate(shown):
+        ax = figure.add_subplot(rows, columns, k + 1)
+        ax.set_label(f"units layer {entry.layer} {entry.direction}")
+        ax.plot([0, 1], [1, 0], linestyle="--", color="#999999", linewidth=0.8, zorder=1)
+        for gate in GATES:
+            values = entry.units[gate]
+            ax.scatter(values.left_saturated, values.right_saturated, s=size, marker=UNIT_MARKERS[gate],
+                       facecolors="none" if gate in ("i", "o") else UNIT_COLORS[gate],
+                       edgecolors=UNIT_COLORS[gate], linewidths=0.9, alpha=0.8,
+                       label=f"{gate} ({GATE_MEANING[gate]})", zorder=2, clip_on=False)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_title(f"layer {entry.layer} {entry.direction}", fontsize=10)
+        ax.set_xlabel("fraction left-saturated", fontsize=9)
+        ax.set_ylabel("fraction right-saturated", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+    if shown:
+        handles, labels = figure.axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=9, frameon=False,
+                      title=f"one point per unit ({units} units) and gate", title_fontsize=9)
+    figure.suptitle(units_title(spec, thresholds, layers, device), fontsize=10)
+    return figure
+
+
+def plot_units(path: Path, spec: LSTMSpec, entries, *, thresholds, shown: tuple[int, ...] | None = None,
+               device: str | None = None) -> None:
+    """Draw the per-unit saturation scatter and write it as .png, .svg or .pdf."""
+    save_figure(units_figure(spec, entries, thresholds=thresholds, layers=shown, device=device), path)

@@ -51,7 +51,14 @@ from lstm_cli.gates.run import (
     run_shadow_for,
     step_checks,
 )
-from lstm_cli.gates.stats import CellStats, DirectionRecorder, GateAccumulator, GateStats, LayerGates
+from lstm_cli.gates.stats import (
+    CellStats,
+    DirectionRecorder,
+    GateAccumulator,
+    GateStats,
+    LayerGates,
+    UnitSaturation,
+)
 from lstm_cli.gates_options import GatesOptions, HeatmapSpec, Thresholds
 
 __all__ = [
@@ -79,6 +86,7 @@ __all__ = [
     "SampleRecorder",
     "StepGemm",
     "Thresholds",
+    "UnitSaturation",
     "WorkingBatch",
     "activate",
     "build_heatmap",

@@ -20,7 +20,7 @@ from lstm_cli.gates.export import export_tensors
 from lstm_cli.gates.heatmap import Heatmap, build_heatmap
 from lstm_cli.gates.kernels import Chunk, LoopCapture, RecomputeCapture, choose_method, chunk_steps_for
 from lstm_cli.gates.stats import DirectionRecorder, LayerGates
-from lstm_cli.gates_options import GatesOptions, Thresholds
+from lstm_cli.gates_options import GatesOptions, Thresholds, units_plot_path
 from lstm_cli.model import Forward, direction_weights, prepare, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import LSTMSpec
@@ -57,6 +57,8 @@ class GatesResult:
     heatmap: Heatmap | None = None
     export: str | None = None
     plot: str | None = None
+    # --plot with --units: the per-unit saturation scatter's file (next to --plot's), or None
+    units_plot: str | None = None
 
 
 @dataclass
@@ -167,11 +169,12 @@ def capture_gates(
     progress: Callable[..., None] | None = None,
     sample: Sample | None = None,
     shadowed: int = 0,
+    units: bool = False,
 ) -> Capture:
     """Run `method` over every layer and direction of `lstm` on input `x` (the spec's layout),
     recording statistics; compare what it rebuilds with `reference` (nn.LSTM's own forward).
     With a `sample`, keep what the step-local check and the shadow (its first `shadowed`
-    sequences) need."""
+    sequences) need. `units`: also count saturation per unit (--units)."""
     x_tm = time_major(x, spec)
     T, B = x_tm.shape[:2]
     batch = WorkingBatch(T, B, spec.lengths, x.device)
@@ -195,7 +198,7 @@ def capture_gates(
         for d, direction in enumerate(spec.directions()):
             cols = slice(d * H_out, (d + 1) * H_out)
             recorder = DirectionRecorder(
-                spec, batch, d == 1, thresholds, inp, keep_all, keep_sequence.get((layer, direction))
+                spec, batch, d == 1, thresholds, inp, keep_all, keep_sequence.get((layer, direction)), units=units
             )
             recorders[(layer, direction)] = recorder
             keeper = None
@@ -292,6 +295,8 @@ def extra_elements(spec: LSTMSpec, options: GatesOptions) -> int:
         kept += (L if options.plot_layers is None else len(options.plot_layers)) * D * T * 5 * H
     if options.heatmap is not None:
         kept += T * 5 * H
+    if options.units:
+        kept += L * D * 8 * H  # left and right counts per gate and unit
     return layer_buffers + working + per_step + kept
 
 
@@ -327,7 +332,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         capture = capture_gates(
             lstm, x, spec, reference, method, options.thresholds,
             keep_all=options.export is not None, keep_sequence=keep_sequence, progress=progress,
-            sample=sample, shadowed=min(SHADOW_SEQUENCES, len(sample.sequences)),
+            sample=sample, shadowed=min(SHADOW_SEQUENCES, len(sample.sequences)), units=options.units,
         )
         if progress is not None:
             progress(0, "checking")
@@ -345,7 +350,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
     layers = []
     for (layer, direction), recorder in capture.recorders.items():
         stats, cell, per_step = recorder.stats.summary()
-        layers.append(LayerGates(layer, direction, stats, cell, per_step))
+        layers.append(LayerGates(layer, direction, stats, cell, per_step, recorder.stats.unit_summary()))
     heatmap = None
     if options.heatmap is not None:
         recorder = capture.recorders[(options.heatmap.layer, options.heatmap.direction)]
@@ -358,6 +363,11 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
 
             plot_gates(options.plot, spec, {k: r.sequence for k, r in capture.recorders.items()}, options.sequence,
                        layers=options.plot_layers, color_range=options.plot_range, device=str(placement.device))
+            if options.units:
+                from lstm_cli.plot import plot_units
+
+                plot_units(units_plot_path(options.plot), spec, layers, thresholds=options.thresholds,
+                           shown=options.plot_layers, device=str(placement.device))
     return GatesResult(
         command="gates",
         config=spec.config(),
@@ -384,4 +394,5 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         heatmap=heatmap,
         export=None if options.export is None else str(options.export),
         plot=None if options.plot is None else str(options.plot),
+        units_plot=None if options.plot is None or not options.units else str(units_plot_path(options.plot)),
     )

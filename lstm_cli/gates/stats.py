@@ -36,6 +36,15 @@ class CellStats:
 
 
 @dataclass
+class UnitSaturation:
+    """One gate's saturation per unit (--units): H fractions of the valid (step, sequence) pairs
+    at which that unit was below the low threshold, and above the high one."""
+
+    left_saturated: list[float]
+    right_saturated: list[float]
+
+
+@dataclass
 class LayerGates:
     layer: int
     direction: str
@@ -43,13 +52,16 @@ class LayerGates:
     cell: CellStats
     # gate -> mean over units and valid sequences at every step (None where no sequence runs)
     per_step: dict[str, list[float | None]]
+    # --units: gate -> each unit's saturated fractions; None without --units
+    units: dict[str, UnitSaturation] | None = None
 
 
 class GateAccumulator:
     """Statistics of one layer x direction, updated chunk by chunk; per-step sums and squared
     deviations are combined at the end (Chan et al.), so std stays exact for gates near 0 or 1."""
 
-    def __init__(self, seq_len: int, hidden: int, thresholds: Thresholds, device: torch.device):
+    def __init__(self, seq_len: int, hidden: int, thresholds: Thresholds, device: torch.device,
+                 units: bool = False):
         self.H = hidden
         acc = torch.float64 if device.type != "mps" else torch.float32
         self.step_sum = torch.zeros(seq_len, 4, dtype=acc, device=device)
@@ -59,6 +71,9 @@ class GateAccumulator:
         self.max = torch.full((4,), -math.inf, dtype=acc, device=device)
         self.left = torch.zeros(4, dtype=acc, device=device)  # counts, exact below 2**53
         self.right = torch.zeros(4, dtype=acc, device=device)
+        # --units: the same counts per unit (4, H); the gate-level counts are then their sums
+        self.unit_left = torch.zeros(4, hidden, dtype=acc, device=device) if units else None
+        self.unit_right = torch.zeros(4, hidden, dtype=acc, device=device) if units else None
         self.cell_abs_sum = torch.zeros((), dtype=acc, device=device)
         self.cell_abs_max = torch.zeros((), dtype=acc, device=device)
         low_high = [thresholds.for_gate(g) for g in GATES]
@@ -108,11 +123,30 @@ class GateAccumulator:
         # them. A float32 sum of 0/1 values is exact below 2**24 of them; beyond, use float64.
         exact = acc if rows.shape[0] * self.H >= 2**24 else None
         work = self._scratch(rows)
-        self.left += torch.sub(self.low, rows, out=work).clamp_(min=0).sign_().sum((0, 2), dtype=exact).to(acc)
-        self.right += torch.sub(rows, self.high, out=work).clamp_(min=0).sign_().sum((0, 2), dtype=exact).to(acc)
+        if self.unit_left is None:
+            self.left += torch.sub(self.low, rows, out=work).clamp_(min=0).sign_().sum((0, 2), dtype=exact).to(acc)
+            self.right += torch.sub(rows, self.high, out=work).clamp_(min=0).sign_().sum((0, 2), dtype=exact).to(acc)
+        else:
+            # Per unit: reduce over (steps, batch) only, then the gate's count is the units' sum
+            # (a unit's count is at most rows.shape[0] < 2**24: exact in float32 too).
+            for total, per_unit, below in ((self.left, self.unit_left, True), (self.right, self.unit_right, False)):
+                diff = torch.sub(self.low, rows, out=work) if below else torch.sub(rows, self.high, out=work)
+                counts = diff.clamp_(min=0).sign_().sum(0, dtype=exact).to(acc)  # (4, H)
+                per_unit += counts
+                total += counts.sum(1)
         magnitude = torch.abs(cells, out=self._scratch(cells))
         self.cell_abs_sum += magnitude.sum().to(acc)
         self.cell_abs_max = torch.maximum(self.cell_abs_max, magnitude.max().to(acc))
+
+    def unit_summary(self) -> dict[str, UnitSaturation] | None:
+        """--units: each gate's per-unit fractions of the valid (step, sequence) pairs; None
+        when the counts were not asked for."""
+        if self.unit_left is None:
+            return None
+        pairs = self.step_count.sum().item() / self.H  # valid (step, sequence) pairs
+        left = (self.unit_left / pairs).cpu().tolist() if pairs else [[math.nan] * self.H] * 4
+        right = (self.unit_right / pairs).cpu().tolist() if pairs else [[math.nan] * self.H] * 4
+        return {gate: UnitSaturation(left[k], right[k]) for k, gate in enumerate(GATES)}
 
     def release(self) -> None:
         """Drop the work tensor once this layer x direction is done."""
@@ -152,10 +186,10 @@ class DirectionRecorder:
     full tensors (--export) or one sequence's gates (--plot, --heatmap)."""
 
     def __init__(self, spec: LSTMSpec, batch: WorkingBatch, reverse: bool, thresholds: Thresholds,
-                 like: torch.Tensor, keep_all: bool, keep_sequence: int | None):
+                 like: torch.Tensor, keep_all: bool, keep_sequence: int | None, units: bool = False):
         T, B, H, H_out = spec.seq_len, batch.B, spec.hidden_size, spec.h_out
         self.batch = batch
-        self.stats = GateAccumulator(T, H, thresholds, like.device)
+        self.stats = GateAccumulator(T, H, thresholds, like.device, units=units)
         self.h_last, self.c_last = like.new_zeros(B, H_out), like.new_zeros(B, H)
         self.final = torch.tensor(batch.final_steps(reverse))
         nan = math.nan

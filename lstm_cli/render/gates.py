@@ -165,6 +165,52 @@ def sparklines_below(result: GatesResult, steps: int, console: Console) -> None:
             console.print(line)
 
 
+UNIT_SHARES = (0.5, 0.9)  # --units counts units saturated more than these fractions of the time
+TOP_UNITS = 5
+
+
+def unit_counts(values: list[float]) -> list[int]:
+    """How many units exceed each of UNIT_SHARES."""
+    return [sum(v > share for v in values) for share in UNIT_SHARES]
+
+
+def top_units(values: list[float], most: int = TOP_UNITS) -> list[tuple[int, float]]:
+    """The `most` units with the largest fractions (ties: lower index first), zeros left out."""
+    ranked = sorted(range(len(values)), key=lambda u: (-values[u], u))
+    return [(u, values[u]) for u in ranked[:most] if values[u] > 0]
+
+
+def units_table(result: GatesResult) -> Table:
+    """--units: per layer x direction x gate, how many units are right- and left-saturated more
+    than 50% and 90% of the time, and the most right-saturated units."""
+    H = result.config["hidden_size"]
+    valid = " and valid steps" if result.config["lengths"] else ""
+    table = Table(
+        title=f"Units: of the {H} units of each gate, how many are saturated more than 50% / 90% of the time",
+        title_justify="left",
+        caption=(f"fractions over every sequence{valid}; top: the {TOP_UNITS} most right-saturated units "
+                 "as u<unit>:<fraction right-saturated> (- when none ever is)"),
+        caption_justify="left",
+    )
+    compact(table)
+    table.add_column("layer", no_wrap=True)
+    table.add_column("gate", no_wrap=True)
+    for side in ("right", "left"):
+        for share in UNIT_SHARES:
+            table.add_column(f"{side} >{share:.0%}", justify="right", no_wrap=True)
+    table.add_column("top right-saturated units")
+    for entry in result.layers:
+        if entry.units is None:
+            continue
+        for k, gate in enumerate(GATES):
+            unit = entry.units[gate]
+            top = "  ".join(f"u{u}:{format_percent(v)}" for u, v in top_units(unit.right_saturated)) or "-"
+            counts = unit_counts(unit.right_saturated) + unit_counts(unit.left_saturated)
+            table.add_row(layer_label(entry) if k == 0 else "", gate, *map(str, counts), Text(top),
+                          end_section=k == len(GATES) - 1)
+    return table
+
+
 def per_step_table(entry: LayerGates, lengths: list[int] | None, all_steps: bool) -> Table:
     """Each gate's mean at every step, or over bins of steps so that at most about 64 rows
     show; with --lengths, how many sequences still run there."""
@@ -253,6 +299,8 @@ def render_gates(
         if result.gemm is not None:
             console.print(Text(f"step GEMM: {result.gemm['backend']} ({result.gemm['reason']})"))
     print_gates_table(result, console)
+    if any(entry.units is not None for entry in result.layers):
+        print_table(console, units_table(result))
     if per_step or all_steps:
         for entry in result.layers:
             print_table(console, per_step_table(entry, result.config["lengths"], all_steps))
@@ -267,7 +315,8 @@ def render_gates(
     ))
     for line in shadow_lines(result.shadow, result.shadow_note):
         console.print(Text(line))
-    for label, path in (("exported", result.export), ("plotted", result.plot)):
+    plotted = (("exported", result.export), ("plotted", result.plot), ("plotted units", result.units_plot))
+    for label, path in plotted:
         if path is not None:
             console.print(Text(f"{label}: {path}"))
 
