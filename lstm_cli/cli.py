@@ -68,6 +68,10 @@ SHARED_FLAGS: list[tuple[str, Any]] = [
     ("input", Annotated[str | None, _files("--input", help="Input tensor (.pt or .npy): (L, N, H_in), (N, L, H_in) with --batch-first, or (L, H_in); sets seq-len and batch size.")]),
     ("save_weights", Annotated[str | None, _files("--save-weights", help="Write the weights that ran as a state_dict (.pt, .pth, .safetensors or .npz), to rerun with --weights.")]),
     ("trust_checkpoint", Annotated[bool, _files("--trust-checkpoint", help="Load a --weights file that pickles whole Python objects (a saved nn.Module). Unpickling can run any code in the file: only for files you trust.")]),
+    ("text", Annotated[str | None, _files("--text", help="Run this text through a character model (--weights): one step per character, batch 1, each character its embedding row (or one-hot).")]),
+    ("text_file", Annotated[str | None, _files("--text-file", help="As --text, the text of a UTF-8 file.")]),
+    ("vocab", Annotated[str | None, _files("--vocab", help="The characters of the model's vocabulary, a JSON list in row order (default: the checkpoint's own \"vocab\" list).")]),
+    ("embedding", Annotated[str | None, _files("--embedding", help="The embedding matrix (vocabulary x input size) in --weights; found by its shape when only one fits. None fits and input size = vocabulary size: one-hot.")]),
 ]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
@@ -92,6 +96,9 @@ def spec_from_flags(flags: dict[str, Any], explicit: set[str] = frozenset()) -> 
         from lstm_cli.sources import check_save_path  # torch-side: only when a file is involved
 
         check_save_path(flags["save_weights"])
+    from lstm_cli.spec import check_text_flags
+
+    check_text_flags(*(flags.get(name) for name in ("text", "text_file", "input", "weights", "vocab", "embedding")))
     if flags.get("weights") or flags.get("input") or flags.get("key") is not None or flags.get("trust_checkpoint"):
         from lstm_cli.sources import resolve_flags
 
@@ -300,6 +307,7 @@ def gates_command(
     plot: Annotated[str | None, _gates_option("--plot", metavar="FILE.png|FILE.svg|FILE.pdf", help="Write heatmaps per layer and gate, titled with the configuration and sources (needs the plot extra: pip install 'lstm-cli\\[plot]').")] = None,
     plot_range: Annotated[str | None, _gates_option("--plot-range", metavar="[fixed|panel]", help="--plot colours: fixed (default: i, f, o 0..1, g -1..1, c symmetric and shared) or panel (each panel its own min..max, a colour bar each).")] = None,
     layers: Annotated[str | None, _gates_option("--layers", metavar="0,2", help="The layers --plot draws (default: all).")] = None,
+    units: Annotated[bool, _gates_option("--units", help="Also the fraction of time every unit of every gate is left- and right-saturated (counts over 50% and 90%, the top units); with --plot also a scatter per layer, left vs right, in FILE_units.png next to --plot's file.")] = False,
     atol: AtolFlag = None,
     rtol: RtolFlag = None,
     json_output: JsonFlag = False,
@@ -323,7 +331,7 @@ def gates_command(
     options = make_options(
         spec, heatmap=heatmap, sequence=sequence, sat_low=sat_low, sat_high=sat_high,
         tanh_sat_low=tanh_sat_low, tanh_sat_high=tanh_sat_high, method=method, export=export, plot=plot,
-        plot_range=plot_range, layers=layers, atol=atol, rtol=rtol,
+        plot_range=plot_range, layers=layers, units=units, atol=atol, rtol=rtol,
     )
     from lstm_cli.gates import run_gates
     from lstm_cli.render.gates import capture_progress, render_gates

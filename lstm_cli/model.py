@@ -96,7 +96,7 @@ def init_uniform(module: nn.Module, hidden_size: int, generator: torch.Generator
 
 
 def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:
-    """The --input tensor, or standard normal input of the spec's input shape (honouring
+    """The --input tensor, the text of --text/--text-file (text_input.py), or standard normal input of the spec's input shape (honouring
     batch_first/unbatched) where, with --lengths, steps past each length are zero padding."""
     if spec.input is not None:
         from lstm_cli.sources import load_input
@@ -111,6 +111,11 @@ def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:
                 f"(--dtype {stored} runs them as stored)"
             )
         return x.to(device=placement.device, dtype=placement.dtype)
+    if spec.text is not None or spec.text_file is not None:
+        from lstm_cli.text_input import resolve_text
+
+        text = resolve_text(spec.text, spec.text_file, spec.weights, spec.vocab, spec.embedding, spec.input_size)
+        return text.tensor(spec.batch_first).to(device=placement.device, dtype=placement.dtype)
     shape = spec.tensor_shapes()["input"]
     generator = torch.Generator().manual_seed(spec.seed)
     x = torch.randn(shape, generator=generator, dtype=torch.float32)

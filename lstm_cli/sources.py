@@ -1,5 +1,6 @@
-"""Files in and out: a user's checkpoint (--weights, --key), a user's input (--input), and the
-weights of a run (--save-weights).
+"""Files in and out: a user's checkpoint (--weights, --key), a user's input (--input, or text
+for a character model: --text, --text-file, see text_input.py), and the weights of a run
+(--save-weights).
 
 Loading never runs code: torch files go through torch.load(weights_only=True) and numpy files
 through np.load(allow_pickle=False); a file that needs arbitrary unpickling is refused. Every
@@ -345,6 +346,19 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
                 f"{source} has {features} features per step but the model takes input_size {flags['input_size']}"
             )
         flags["input_size"] = features
+
+    if flags.get("text") is not None or flags.get("text_file") is not None:
+        from lstm_cli.text_input import resolve_text
+
+        text = resolve_text(
+            flags.get("text"), flags.get("text_file"), flags["weights"], flags.get("vocab"),
+            flags.get("embedding"), flags["input_size"],
+        )
+        source = "--text" if flags.get("text") is not None else f"--text-file {flags['text_file']}"
+        take("unbatched", False, f"{source} (one sequence of batch 1)")
+        take("batch_size", 1, f"{source} (one sequence)")
+        take("seq_len", len(text.ids), f"{source} (one step per character)")
+        flags["embedding"] = text.embedding
     return flags
 
 

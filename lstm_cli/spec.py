@@ -68,6 +68,11 @@ class LSTMSpec:
     input: str | None = None
     save_weights: str | None = None
     trust_checkpoint: bool = False
+    # Text for a character model (text_input.py builds the input from the model's vocabulary).
+    text: str | None = None
+    text_file: str | None = None
+    vocab: str | None = None  # a JSON list of characters; default: the checkpoint's "vocab"
+    embedding: str | None = None  # the embedding matrix's name (found when not given); None = one-hot
     # What --weights turned out to be (set by sources.resolve_flags, never by a flag):
     recurrent_activation: str = "sigmoid"  # of i, f, o; nn.LSTM computes only sigmoid
     stack_widths: tuple[int, ...] | None = None  # a free-form stack of LSTMCells of these widths
@@ -109,6 +114,7 @@ class LSTMSpec:
             raise UsageError(f"--seed must be in [0, 2**63) (got {self.seed})")
         if self.lengths is not None:
             self._validate_lengths(self.lengths)
+        check_text_flags(self.text, self.text_file, self.input, self.weights, self.vocab, self.embedding)
 
     def _validate_lengths(self, lengths: tuple[int, ...]) -> None:
         if self.unbatched:
@@ -156,6 +162,11 @@ class LSTMSpec:
         """Where the input came from, in words (headers and JSON say it)."""
         if self.input is not None:
             return f"file {self.input}"
+        if self.text is not None or self.text_file is not None:
+            where = "--text" if self.text is not None else self.text_file
+            how = f"through embedding {self.embedding!r}" if self.embedding else f"as one-hot vectors of {self.input_size}"
+            vocab = f" (vocabulary from {self.vocab})" if self.vocab else ""
+            return f"text of {self.seq_len:,} characters from {where} {how}{vocab}"
         padded = ", zero past each length" if self.lengths is not None else ""
         return f"random N(0, 1) from seed {self.seed}{padded}"
 
@@ -224,6 +235,26 @@ class LSTMSpec:
             + extra_elements
         )
         return elements * ITEMSIZE[self.dtype]
+
+
+def check_text_flags(
+    text: str | None, text_file: str | None, input: str | None, weights: str | None,
+    vocab: str | None, embedding: str | None,
+) -> None:
+    """--text and --text-file: one input at a time, for a loaded character model."""
+    if text is not None and text_file is not None:
+        raise UsageError("--text and --text-file are two inputs: give one of them")
+    given = "--text" if text is not None else "--text-file" if text_file is not None else None
+    if given and input is not None:
+        raise UsageError(f"{given} and --input are two inputs: give one of them")
+    if given and weights is None:
+        raise UsageError(f"{given} runs a character model's vocabulary and embedding: give --weights too")
+    if given is None:
+        for flag, value in (("--vocab", vocab), ("--embedding", embedding)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to --text or --text-file: give one of them too")
+    if text == "":
+        raise UsageError("--text is empty: give at least one character")
 
 
 def parse_lengths(text: str | None) -> tuple[int, ...] | None:
@@ -388,3 +419,6 @@ def check_bench_flags(spec: LSTMSpec, preset: str | None, sweep: tuple[str, list
         raise UsageError("--weights fixes the model's sizes: bench it without --preset, or sweep only seq-len or batch-size")
     if spec.input is not None and set_by_bench:
         raise UsageError("--input fixes seq-len and batch size: bench it without --preset or --sweep")
+    text = "--text" if spec.text is not None else "--text-file" if spec.text_file is not None else None
+    if text and set_by_bench:
+        raise UsageError(f"{text} fixes seq-len and batch size: bench it without --preset or --sweep")
