@@ -27,31 +27,13 @@ from lstm_cli.formats.detect import detect
 from lstm_cli.formats.base import FormatError, Found
 from lstm_cli.formats.named_tensors import LSTM_PARAM
 from lstm_cli.formats.torch_file import load_weights_only
-from lstm_cli.paths import writable_file
+from lstm_cli.paths import file_version, readable_file, writable_file
 
 SAVE_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
 ARCHITECTURE_FIELDS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "bias")
 
 
 # -- finding the LSTM in a checkpoint -------------------------------------------------------
-
-
-def _check_readable(path: str, flag: str) -> Path:
-    file = Path(path)
-    if not file.exists():
-        raise UsageError(f"{flag} {path}: no such file")
-    if file.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory, not a file")
-    if not os.access(file, os.R_OK):
-        raise UsageError(f"{flag} {path}: not readable (permission denied)")
-    if file.stat().st_size == 0:
-        raise UsageError(f"{flag} {path}: the file is empty")
-    return file
-
-
-def _file_version(file: Path) -> tuple[int, int]:
-    stat = file.stat()
-    return stat.st_mtime_ns, stat.st_size
 
 
 @dataclass
@@ -175,7 +157,7 @@ def infer_stack(prefix: str, state: dict[str, torch.Tensor]) -> LSTMGroup:
 
 def find_lstm(path: str, key: str | None, trust: bool = False) -> LSTMGroup:
     """The one LSTM in the file, or the one --key names; anything else is a clear error."""
-    file = _check_readable(path, "--weights")
+    file = readable_file("--weights", path)
     try:
         contents = read_file(file, trust)
     except FormatError as exc:
@@ -239,8 +221,8 @@ def describe_source(path: str, group: LSTMGroup) -> dict[str, Any]:
 
 def load_input(path: str) -> torch.Tensor:
     """A float tensor from a .pt (a single tensor) or .npy file, checked for shape and NaN/Inf."""
-    file = _check_readable(path, "--input")
-    return _load_input(file, _file_version(file))
+    file = readable_file("--input", path)
+    return _load_input(file, file_version(file))
 
 
 @functools.lru_cache(maxsize=2)

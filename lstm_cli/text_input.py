@@ -24,6 +24,7 @@ from lstm_cli.formats.base import FormatError
 from lstm_cli.formats.detect import detect
 from lstm_cli.formats.named_tensors import LSTM_PARAM, flatten
 from lstm_cli.formats.torch_file import load_weights_only
+from lstm_cli.paths import file_version, readable_file
 from lstm_cli.shapes import shape_text
 
 MAX_VOCAB = 1 << 20
@@ -47,25 +48,11 @@ class TextInput:
         return x.unsqueeze(0) if batch_first else x.unsqueeze(1)
 
 
-def _version(path: str) -> tuple[int, int]:
-    stat = Path(path).stat()
-    return stat.st_mtime_ns, stat.st_size
-
-
-def _check_file(flag: str, path: str) -> Path:
-    file = Path(path)
-    if not file.exists():
-        raise UsageError(f"{flag} {path}: no such file")
-    if file.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory, not a file")
-    return file
-
-
 def read_text(text: str | None, text_file: str | None) -> tuple[str, str]:
     """The text and how to name it in messages ("--text" or "--text-file PATH")."""
     if text is not None:
         return text, "--text"
-    file = _check_file("--text-file", text_file)
+    file = readable_file("--text-file", text_file)
     try:
         value = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -95,7 +82,7 @@ def _checked_vocab(value: object, where: str) -> tuple[str, ...]:
 
 def read_vocab_file(path: str) -> tuple[str, ...]:
     """--vocab FILE: a JSON list of one-character strings, row order."""
-    file = _check_file("--vocab", path)
+    file = readable_file("--vocab", path)
     try:
         value = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -105,7 +92,7 @@ def read_vocab_file(path: str) -> tuple[str, ...]:
 
 def load_torch_checkpoint(path: str) -> object | None:
     """The raw torch.load(weights_only=True) value of a torch.save file; None for other formats."""
-    return _load_torch(path, _version(path))
+    return _load_torch(path, file_version(path))
 
 
 @functools.lru_cache(maxsize=2)

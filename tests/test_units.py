@@ -21,6 +21,7 @@ from lstm_cli.gates_options import make_options
 from lstm_cli.plot import UNIT_MARKERS, units_figure
 from lstm_cli.spec import LSTMSpec
 from tests.reference import reference_lstm
+from tests.test_gates import scaled_builder
 
 GATES = ("i", "f", "g", "o")
 SCALE = 4.0  # weights x4: gates saturate often, so the counts are far from all-zero
@@ -28,28 +29,18 @@ SCALE = 4.0  # weights x4: gates saturate often, so the counts are far from all-
 # when they lie this close to it; such values are counted as ambiguous, never as an error.
 NEAR = 1e-5
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-UNSCALED_BUILD = model.build_lstm  # the real builder, whatever a test later patches in
 
 
 def scaled(monkeypatch, scale: float = SCALE) -> None:
-    def build(spec, placement):
-        lstm = UNSCALED_BUILD(spec, placement)
-        with torch.no_grad():
-            for p in lstm.parameters():
-                p.mul_(scale)
-        return lstm
-
-    monkeypatch.setattr(model, "build_lstm", build)
+    monkeypatch.setattr(model, "build_lstm", scaled_builder(scale))
 
 
 def reference_units(spec: LSTMSpec, thresholds: Thresholds, scale: float = SCALE) -> dict:
     """{(layer, direction): {gate: (left counts, right counts, ambiguous counts, valid pairs)}}
     from tests/reference.py's float64 loop on the module and input the command builds."""
     placement = model.Placement(torch.device("cpu"), torch.float32)
-    lstm = UNSCALED_BUILD(spec, placement)
+    lstm = scaled_builder(scale)(spec, placement)
     with torch.no_grad():
-        for p in lstm.parameters():
-            p.mul_(scale)
         x = model.make_input(spec, placement)
         assert not spec.batch_first and not spec.unbatched
         _, _, _, captured = reference_lstm(lstm, x, spec.lengths)
