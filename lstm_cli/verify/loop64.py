@@ -34,11 +34,13 @@ class DirectionRun:
     c: torch.Tensor
     h_final: torch.Tensor
     c_final: torch.Tensor
+    gates: torch.Tensor | None = None  # (T, N, 4, H) after the activations, i f g o; when asked
 
 
 def run_direction(w: DirectionWeights, xs: torch.Tensor, lengths: torch.Tensor, reverse: bool,
-                  activation: str = "sigmoid") -> DirectionRun:
-    """One direction over time-major xs (T, N, in) in float64, from a zero state."""
+                  activation: str = "sigmoid", keep_gates: bool = False) -> DirectionRun:
+    """One direction over time-major xs (T, N, in) in float64, from a zero state; with
+    `keep_gates`, also every step's activated gates."""
     w_ih, w_hh = w.w_ih.double(), w.w_hh.double()
     b = None if w.b_ih is None else w.b_ih.double() + w.b_hh.double()
     w_hr = None if w.w_hr is None else w.w_hr.double()
@@ -47,19 +49,24 @@ def run_direction(w: DirectionWeights, xs: torch.Tensor, lengths: torch.Tensor, 
     H = w_hh.shape[0] // 4
     h, c = xs.new_zeros(N, w_hh.shape[1]), xs.new_zeros(N, H)
     out, hs, cs = xs.new_zeros(T, N, w_hh.shape[1]), xs.new_zeros(T, N, w_hh.shape[1]), xs.new_zeros(T, N, H)
+    kept = xs.new_zeros(T, N, 4, H) if keep_gates else None
     for t in range(T - 1, -1, -1) if reverse else range(T):
         z = xs[t] @ w_ih.T + h @ w_hh.T
         if b is not None:
             z = z + b
         i, f, g, o = z.view(N, 4, H).unbind(1)
-        c_new = gate_activation(f, activation) * c + gate_activation(i, activation) * g.tanh()
-        h_new = gate_activation(o, activation) * c_new.tanh()
+        i, f, g, o = (gate_activation(i, activation), gate_activation(f, activation), g.tanh(),
+                      gate_activation(o, activation))
+        c_new = f * c + i * g
+        h_new = o * c_new.tanh()
+        if kept is not None:
+            kept[t] = torch.stack([i, f, g, o], dim=1)
         if w_hr is not None:
             h_new = h_new @ w_hr.T
         valid = (t < lengths).unsqueeze(1)
         h, c = torch.where(valid, h_new, h), torch.where(valid, c_new, c)
         out[t], hs[t], cs[t] = h_new * valid, h, c
-    return DirectionRun(out, hs, cs, h, c)
+    return DirectionRun(out, hs, cs, h, c, kept)
 
 
 @torch.inference_mode()
