@@ -308,6 +308,8 @@ def gates_command(
     plot_range: Annotated[str | None, _gates_option("--plot-range", metavar="[fixed|panel]", help="--plot colours: fixed (default: i, f, o 0..1, g -1..1, c symmetric and shared) or panel (each panel its own min..max, a colour bar each).")] = None,
     layers: Annotated[str | None, _gates_option("--layers", metavar="0,2", help="The layers --plot draws (default: all).")] = None,
     units: Annotated[bool, _gates_option("--units", help="Also the fraction of time every unit of every gate is left- and right-saturated (counts over 50% and 90%, the top units); with --plot also a scatter per layer, left vs right, in FILE_units.png next to --plot's file.")] = False,
+    compare_weights: Annotated[str | None, _gates_option("--compare-weights", metavar="FILE|random", help="Also run other weights of the same architecture on the same input (an earlier checkpoint, or random: an untrained copy from --seed) and show what changed, side by side.")] = None,
+    compare_key: Annotated[str | None, _gates_option("--compare-key", help="Which LSTM in --compare-weights (as --key).")] = None,
     atol: AtolFlag = None,
     rtol: RtolFlag = None,
     json_output: JsonFlag = False,
@@ -336,8 +338,15 @@ def gates_command(
     from lstm_cli.gates import run_gates
     from lstm_cli.render.gates import capture_progress, render_gates
 
+    if compare_key is not None and compare_weights is None:
+        raise UsageError("--compare-key picks an LSTM inside --compare-weights; give --compare-weights too")
     with capture_progress(spec) as progress:
-        result = run_gates(spec, options, progress=progress)
+        if compare_weights is None:
+            result = run_gates(spec, options, progress=progress)
+        else:
+            from lstm_cli.gates.compare import compare_spec, run_compared
+
+            result = run_compared(spec, compare_spec(spec, compare_weights, compare_key), options, progress)
     return emit(result, json_output, lambda r, console: render_gates(r, console, per_step=per_step,
                                                                      all_steps=all_steps, verbose=verbose))
 

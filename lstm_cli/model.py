@@ -136,14 +136,17 @@ class Prepared:
     x: torch.Tensor
 
 
-def prepare(spec: LSTMSpec, extra_elements: int = 0) -> Prepared:
-    """Place, build, save (--save-weights) and make the input, in that order."""
+def prepare(spec: LSTMSpec, extra_elements: int = 0, x: torch.Tensor | None = None) -> Prepared:
+    """Place, build, save (--save-weights) and make the input, in that order; `x` given is
+    the input instead (a second model run on the first one's input)."""
     placement = place(spec, extra_elements)
     lstm = build_lstm(spec, placement)
     if spec.save_weights is not None:
         from lstm_cli.sources import save_state
 
         save_state(lstm.state_dict(), spec.save_weights)
+    if x is not None:
+        return Prepared(placement, lstm, x.to(device=placement.device, dtype=placement.dtype))
     return Prepared(placement, lstm, make_input(spec, placement))
 
 

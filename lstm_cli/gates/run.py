@@ -59,6 +59,8 @@ class GatesResult:
     plot: str | None = None
     # --plot with --units: the per-unit saturation scatter's file (next to --plot's), or None
     units_plot: str | None = None
+    # --compare-weights: the same statistics for the other weights on the same input, or None
+    compare: GatesResult | None = None
 
 
 @dataclass
@@ -301,12 +303,13 @@ def extra_elements(spec: LSTMSpec, options: GatesOptions) -> int:
 
 
 def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
-              progress: Callable[..., None] | None = None) -> GatesResult:
+              progress: Callable[..., None] | None = None, x: torch.Tensor | None = None) -> GatesResult:
     """The whole command: build, run nn.LSTM, capture, verify, summarise, and write --export
-    and --plot files. `progress(steps, description=None)` hears of every chunk of steps."""
+    and --plot files. `progress(steps, description=None)` hears of every chunk of steps; `x`
+    given is the input instead of the spec's own (--compare-weights runs A's input)."""
     notes: list[str] = []
     with collect_warnings(notes):
-        prepared = prepare(spec, extra_elements(spec, options))
+        prepared = prepare(spec, extra_elements(spec, options), x)
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
         exact = spec.recurrent_activation == "sigmoid"  # else nn.LSTM cannot run the model
         if progress is not None:

@@ -211,6 +211,41 @@ def units_table(result: GatesResult) -> Table:
     return table
 
 
+def compare_table(result: GatesResult) -> Table:
+    """--compare-weights: each gate's mean and saturated shares for the model (A) and the
+    compared weights (B) on the same input; with --units, units right-saturated > 90%."""
+    other = result.compare
+    with_units = all(entry.units is not None for entry in result.layers + other.layers)
+    table = Table(
+        title=f"What changed: A = the model, B = {compared_name(other)}, same input",
+        title_justify="left",
+        caption="mean; right / left: share of values saturated (thresholds above)"
+                + ("; units >90%: units right-saturated more than 90% of the time" if with_units else ""),
+        caption_justify="left",
+    )
+    compact(table)
+    table.add_column("layer", no_wrap=True)
+    table.add_column("gate", no_wrap=True)
+    for name in ("mean A", "mean B", "right A", "right B", "left A", "left B") + (("units >90% A", "B") if with_units else ()):
+        table.add_column(name, justify="right", no_wrap=True)
+    for entry, theirs in zip(result.layers, other.layers):
+        for k, gate in enumerate(GATES):
+            a, b = entry.gates[gate], theirs.gates[gate]
+            cells = [number(a.mean), number(b.mean), format_percent(a.right_saturated), format_percent(b.right_saturated),
+                     format_percent(a.left_saturated), format_percent(b.left_saturated)]
+            if with_units:
+                cells += [str(unit_counts(e.units[gate].right_saturated)[1]) for e in (entry, theirs)]
+            table.add_row(layer_label(entry) if k == 0 else "", gate, *cells, end_section=k == len(GATES) - 1)
+    return table
+
+
+def compared_name(other: GatesResult) -> str:
+    source = other.config.get("source")
+    if source:
+        return f"{source['file']}" + (f" (key {source['key']!r})" if source["key"] else "")
+    return f"untrained: PyTorch's init from seed {other.config['seed']}"
+
+
 def per_step_table(entry: LayerGates, lengths: list[int] | None, all_steps: bool) -> Table:
     """Each gate's mean at every step, or over bins of steps so that at most about 64 rows
     show; with --lengths, how many sequences still run there."""
@@ -301,6 +336,8 @@ def render_gates(
     print_gates_table(result, console)
     if any(entry.units is not None for entry in result.layers):
         print_table(console, units_table(result))
+    if result.compare is not None:
+        print_table(console, compare_table(result))
     if per_step or all_steps:
         for entry in result.layers:
             print_table(console, per_step_table(entry, result.config["lengths"], all_steps))
