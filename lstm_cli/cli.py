@@ -489,6 +489,97 @@ def gradients_command(
     return emit(result, json_output, render_gradients)
 
 
+@app.command(
+    "units",
+    epilog="Examples: lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file FILE.py | "
+    "lstm-cli units --weights model.pt --text '(a(a)a)' --top 5 --min-r 0.8 --json",
+)
+@lstm_command
+def units_command(
+    spec: LSTMSpec,
+    top: Annotated[int, typer.Option("--top", metavar="K", help="Units listed per feature, largest |r| first.")] = 3,
+    min_r: Annotated[float, typer.Option("--min-r", metavar="R", help="A unit tracks a feature when |r| >= R "
+                     "(0.5: the feature explains at least 25% of the unit's variance).")] = 0.5,
+    json_output: JsonFlag = False,
+) -> int:
+    """Which units track which features of the text: each unit's c and h correlated with it.
+
+    Runs a character model (--weights) over --text or --text-file and computes, over the text's
+    characters, the Pearson r of every unit's cell state c and hidden state h (every layer and
+    direction, float64 from the model's own weights) with simple features of the text itself:
+    inside a string literal, bracket depth, column, indentation, inside a comment, and the
+    character classes letter, digit, space, upper case and punctuation. Lists the best units
+    per feature with r and a trace of the text with the unit's value under it, and says plainly
+    when no unit reaches --min-r. A feature constant over the text is skipped with a note.
+    """
+    if spec.text is None and spec.text_file is None:
+        raise UsageError("units correlates units with features of a text: give --text or --text-file (with --weights)")
+    if not 1 <= top <= 1000:
+        raise UsageError(f"--top must be between 1 and 1000 (got {top})")
+    if not 0 <= min_r <= 1:
+        raise UsageError(f"--min-r must be between 0 and 1 (got {min_r:g})")
+    from lstm_cli.spec import check_runs_as_loaded
+
+    check_runs_as_loaded(spec, "units", activations=True)
+    from lstm_cli.render.feature_units import render_units
+    from lstm_cli.text_input import read_text
+    from lstm_cli.units import run_units
+
+    text, _ = read_text(spec.text, spec.text_file)
+    return emit(run_units(spec, text, top=top, min_r=min_r), json_output, render_units)
+
+
+@app.command(
+    "trace",
+    epilog="Examples: lstm-cli trace --weights examples/char_lstm.pt --key lstm --text $'def f(x):\\n    return x' | "
+    "lstm-cli trace --weights examples/char_lstm.pt --text-file FILE --unit 1:37 | "
+    "lstm-cli trace --weights examples/char_lstm.pt --text-file FILE --unit 0:5:f --top 3 --plot trace.png",
+)
+@lstm_command
+def trace_command(
+    spec: LSTMSpec,
+    unit: Annotated[str | None, typer.Option("--unit", metavar="LAYER:UNIT[:c|h|i|f|g|o][:DIR]", help="The unit whose value colours each character, e.g. 1:37 (c, the cell state, by default), 0:5:f or 1:2:h:backward.")] = None,
+    top: Annotated[int | None, typer.Option("--top", metavar="K", help="Also the K units that vary most over the text (largest std), of --unit's layer, quantity and direction; without --unit, of the last layer's c (default K 3).")] = None,
+    plot: Annotated[str | None, typer.Option("--plot", metavar="FILE.png|FILE.svg|FILE.pdf", help="Also draw the text as a grid of coloured cells, one panel per unit shown (the first 3,000 characters), titled with the configuration and sources. Needs matplotlib: pip install 'lstm-cli\\[plot]'.")] = None,
+    json_output: JsonFlag = False,
+) -> int:
+    """The text with each character's background coloured by one unit's value at that character.
+
+    Runs --text or --text-file through a character model (--weights) and colours every
+    character by a unit's value after reading it (Karpathy, Johnson and Fei-Fei 2015, Fig. 2):
+    c, h and g on a diverging scale (blue below 0, red above, +-max |value| over the text),
+    the gates i, f, o on white to green over 0..1. Values are computed in float64 from the
+    model's weights. Rows wrap at the terminal's width; a newline shows as a coloured marker.
+    Without colour (a pipe, NO_COLOR) a row of digits 0-9, the value's tenth of the scale,
+    runs under each text row. Without --unit it shows the 3 units of the last layer whose
+    cell state varies most over the text.
+    """
+    from lstm_cli.spec import check_runs_as_loaded
+    from lstm_cli.trace import check_top, check_trace_flags, check_unit, parse_unit
+
+    check_trace_flags(spec)
+    check_runs_as_loaded(spec, "trace", activations=True)
+    ref = parse_unit(unit) if unit is not None else None
+    if ref is not None:
+        check_unit(ref, spec)
+    check_top(top, spec, ref.quantity if ref is not None else "c")
+    target = None
+    if plot is not None:
+        from lstm_cli.plot import check_plot_path
+        from lstm_cli.render.gradients_plot import require_matplotlib
+
+        target = check_plot_path(plot)
+        require_matplotlib()
+
+    from lstm_cli.render.trace import plot_trace, render_trace
+    from lstm_cli.trace import run_trace
+
+    result = run_trace(spec, ref, top)
+    if target is not None:
+        plot_trace(result, target)
+    return emit(result, json_output, render_trace)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. `argv` None means the real process (Ctrl-C watchdog on); tests pass a list."""
     return run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False), watch_interrupts=argv is None)
