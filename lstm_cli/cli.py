@@ -470,12 +470,9 @@ def gradients_command(
         chosen = ("lstm",)  # a loaded model alone; --cells rnn,gru,lstm adds same-size references
     check_gradients_flags(spec, chosen, forget_bias)
     check_runs_as_loaded(spec, "gradients")
-    target = None
-    if plot is not None:
-        from lstm_cli.render.gradients_plot import check_plot_path, require_matplotlib
+    from lstm_cli.plot import plot_target
 
-        target = check_plot_path(plot)
-        require_matplotlib()
+    target = plot_target(plot)
 
     from lstm_cli.gradients import run_gradients
     from lstm_cli.render.gradients import render_gradients
@@ -563,13 +560,9 @@ def trace_command(
     if ref is not None:
         check_unit(ref, spec)
     check_top(top, spec, ref.quantity if ref is not None else "c")
-    target = None
-    if plot is not None:
-        from lstm_cli.plot import check_plot_path
-        from lstm_cli.render.gradients_plot import require_matplotlib
+    from lstm_cli.plot import plot_target
 
-        target = check_plot_path(plot)
-        require_matplotlib()
+    target = plot_target(plot)
 
     from lstm_cli.render.trace import plot_trace, render_trace
     from lstm_cli.trace import run_trace

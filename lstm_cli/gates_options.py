@@ -13,7 +13,6 @@ from lstm_cli.verify.rule import check_tolerances
 
 METHODS = ("auto", "loop", "recompute")
 EXPORT_SUFFIXES = (".npz", ".pt")
-PLOT_INSTALL = "pip install 'lstm-cli[plot]'"
 
 
 @dataclass(frozen=True)
@@ -104,17 +103,10 @@ def check_export(text: str | None) -> Path | None:
 
 
 def check_plot(text: str | None) -> Path | None:
-    """A writable .png, .svg or .pdf path, and matplotlib importable (it is an optional extra)."""
-    if text is None:
-        return None
-    from lstm_cli.plot import check_plot_path
+    """--plot: a writable .png, .svg or .pdf path, and matplotlib importable."""
+    from lstm_cli.plot import plot_target
 
-    path = check_plot_path(text)
-    try:
-        import matplotlib  # noqa: F401  (import only to know it is there)
-    except ImportError:
-        raise UsageError(f"--plot needs matplotlib, an optional extra: {PLOT_INSTALL}") from None
-    return path
+    return plot_target(text)
 
 
 def check_plot_choices(spec: LSTMSpec, plot: Path | None, plot_range: str | None,

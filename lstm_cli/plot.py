@@ -47,6 +47,23 @@ def check_plot_path(text: str, flag: str = "--plot") -> Path:
     return writable_file(flag, text, PLOT_SUFFIXES)
 
 
+INSTALL = "pip install 'lstm-cli[plot]'"
+
+
+def plot_target(text: str | None, flag: str = "--plot") -> Path | None:
+    """What every command's --plot needs before any work: a writable .png, .svg or .pdf path
+    and matplotlib importable (an optional extra); None when there is no --plot."""
+    if text is None:
+        return None
+    path = check_plot_path(text, flag)
+    try:
+        import matplotlib  # noqa: F401  (imported only to know it is there)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{flag} needs matplotlib, which is not installed: {INSTALL}") from None
+    return path
+
+
 def check_plot_range(text: str) -> str:
     value = text.strip().lower()
     if value not in PLOT_RANGES:

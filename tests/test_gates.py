@@ -404,7 +404,7 @@ def test_plot_without_matplotlib_names_the_install_command(run_cli, monkeypatch,
     result = run_cli("gates", "--plot", str(tmp_path / "g.png"))
     assert result.code == 2
     assert result.stderr.strip() == (
-        "lstm-cli: error: --plot needs matplotlib, an optional extra: pip install 'lstm-cli[plot]'"
+        "lstm-cli: error: --plot needs matplotlib, which is not installed: pip install 'lstm-cli[plot]'"
     )
     assert not (tmp_path / "g.png").exists()
 

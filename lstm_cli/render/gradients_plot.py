@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lstm_cli.errors import UsageError
 from lstm_cli.plot import (
+    INSTALL,
     check_plot_path,
     describe_configuration,
     describe_input,
@@ -26,18 +26,8 @@ from lstm_cli.plot import (
 if TYPE_CHECKING:
     from lstm_cli.gradients import GradientsResult
 
-INSTALL = "pip install 'lstm-cli[plot]'"
 
-
-def require_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    except ImportError:
-        raise UsageError(f"--plot needs matplotlib, which is not installed: {INSTALL}") from None
-
-
-__all__ = ["INSTALL", "check_plot_path", "gradients_figure", "gradients_title", "plot_gradients", "require_matplotlib"]
+__all__ = ["INSTALL", "check_plot_path", "gradients_figure", "gradients_title", "plot_gradients"]
 
 
 def plot_gradients(result: GradientsResult, path: Path) -> None:
