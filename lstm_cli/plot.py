@@ -156,6 +156,17 @@ def title_lines(lines: list[str], width: int) -> str:
     return "\n".join(part.replace("\u200b", "") for part in wrapped)
 
 
+def figure_title(what: str, config: dict, dtype: str, device: str | None, more: list[str], width: int) -> str:
+    """What a figure shows, then the configuration, then where the weights and the input came
+    from, then `more`: the title every figure of one model carries."""
+    return title_lines([
+        what,
+        describe_configuration(config, dtype, device),
+        f"{describe_weights(config)}; {describe_input(config)}",
+        *more,
+    ], width)
+
+
 # -- gates --plot ------------------------------------------------------------------------------
 
 
@@ -220,13 +231,7 @@ def gates_title(spec: LSTMSpec, sequence: int, layers: tuple[int, ...] | None, c
         binned.append(f"each column the mean of {step_size} steps")
     if unit_size > 1:
         binned.append(f"each row the mean of {unit_size} units")
-    return title_lines([
-        what,
-        describe_configuration(config, spec.dtype, device),
-        f"{describe_weights(config)}; {describe_input(config)}",
-        drawing,
-        *([", ".join(binned)] if binned else []),
-    ], 170)
+    return figure_title(what, config, spec.dtype, device, [drawing, *([", ".join(binned)] if binned else [])], 170)
 
 
 def gates_figure(spec: LSTMSpec, kept: dict[tuple[int, str], dict[str, torch.Tensor]], sequence: int, *,
@@ -374,12 +379,7 @@ def units_title(spec: LSTMSpec, thresholds, layers: tuple[int, ...] | None, devi
     rule = (f"saturated: i, f, o below {thresholds.low:g} / above {thresholds.high:g}; "
             f"g below {thresholds.tanh_low:g} / above {thresholds.tanh_high:g}; "
             "dashed: left + right = 1 (always saturated)")
-    return title_lines([
-        what,
-        describe_configuration(config, spec.dtype, device),
-        f"{describe_weights(config)}; {describe_input(config)}",
-        rule,
-    ], 110)
+    return figure_title(what, config, spec.dtype, device, [rule], 110)
 
 
 def units_figure(spec: LSTMSpec, entries, *, thresholds, layers: tuple[int, ...] | None = None,

@@ -146,18 +146,13 @@ PLOT_COLUMNS = 100  # cells per row of the grid
 
 
 def trace_title(result: TraceResult, drawn: int, width: int = 150) -> str:
-    from lstm_cli.plot import describe_configuration, describe_input, describe_weights, title_lines
+    from lstm_cli.plot import figure_title
 
     config = result.config
     what = "Characters coloured by LSTM unit values: " + "; ".join(
         f"{t.direction} layer {t.layer} unit {t.unit} {t.quantity}" for t in result.shown)
     cut = [f"the first {drawn:,} of {len(result.text):,} characters"] if drawn < len(result.text) else []
-    return title_lines([
-        what,
-        describe_configuration(config, config["dtype"]),
-        f"{describe_weights(config)}; {describe_input(config)}",
-        *cut,
-    ], width)
+    return figure_title(what, config, config["dtype"], None, cut, width)
 
 
 def trace_figure(result: TraceResult):
