@@ -12,7 +12,6 @@ per character, so that every command (batched or not) runs it.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,8 @@ from lstm_cli.errors import UsageError
 from lstm_cli.formats.base import FormatError
 from lstm_cli.formats.detect import detect
 from lstm_cli.formats.named_tensors import LSTM_PARAM, flatten
-from lstm_cli.formats.torch_file import load_weights_only
-from lstm_cli.paths import file_version, readable_file
+from lstm_cli.formats.torch_file import load_checkpoint
+from lstm_cli.paths import readable_file
 from lstm_cli.shapes import shape_text
 
 MAX_VOCAB = 1 << 20
@@ -91,16 +90,12 @@ def read_vocab_file(path: str) -> tuple[str, ...]:
 
 
 def load_torch_checkpoint(path: str) -> object | None:
-    """The raw torch.load(weights_only=True) value of a torch.save file; None for other formats."""
-    return _load_torch(path, file_version(path))
-
-
-@functools.lru_cache(maxsize=2)
-def _load_torch(path: str, version: tuple[int, int]) -> object | None:
+    """The raw torch.load(weights_only=True) value of a torch.save file (the one the LSTM's
+    reader loaded: read once); None for other formats."""
     if detect(Path(path)).kind != "torch":
         return None
     try:
-        return load_weights_only(Path(path))
+        return load_checkpoint(Path(path))
     except FormatError as exc:
         raise UsageError(f"--weights {path}: {exc}") from None
 

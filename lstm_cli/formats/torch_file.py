@@ -9,6 +9,7 @@ then the LSTMs are found among the module's own submodules.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import nn
 from lstm_cli.formats.base import Contents, FormatError, Found
 from lstm_cli.formats.detect import detect
 from lstm_cli.formats.named_tensors import find_in_tensors, flatten
+from lstm_cli.paths import file_version
 
 TRUST_HINT = "if you trust whoever made this file, rerun with --trust-checkpoint"
 
@@ -27,7 +29,18 @@ TRUST_HINT = "if you trust whoever made this file, rerun with --trust-checkpoint
 def read(file: Path, trust: bool = False) -> Contents:
     if trust:
         return _read_trusted(file)
-    return find_in_tensors(flatten(load_weights_only(file), torch.Tensor), "PyTorch state_dict (torch.save)")
+    return find_in_tensors(flatten(load_checkpoint(file), torch.Tensor), "PyTorch state_dict (torch.save)")
+
+
+def load_checkpoint(file: Path) -> Any:
+    """A --weights file's torch.load(weights_only=True) value, read once per file version: the
+    LSTM's reader and the text input (its vocabulary and embedding) share it."""
+    return _load_checkpoint(file, file_version(file))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_checkpoint(file: Path, version: tuple[int, int]) -> Any:
+    return load_weights_only(file)
 
 
 def load_weights_only(file: Path, advice: str = f"save model.state_dict() instead, or {TRUST_HINT}") -> Any:
