@@ -1,9 +1,10 @@
 """How much `lstm-cli gates` costs over nn.LSTM's fused forward, per capture method.
 
-For each size: the fused forward (what `run_lstm` does), and the gate capture of each method
-given that forward's result (statistics included, the reference forward not), all timed
-round-robin in one process with lstm_cli.timing; medians of the repeats are printed, with the
-ratios capture / fused and (fused + capture) / fused, the whole command's compute. The machine's
+For each size: the fused forward (what `run_lstm` does), and for each capture method what the
+gates command computes for its statistics: the nn.LSTM run it compares against (recompute:
+every layer on the whole batch; loop: the shadowed sequences) plus the capture, and the capture
+alone given that run. All timed round-robin in one process with lstm_cli.timing; medians of
+the repeats are printed, with ratios to the fused forward. The machine's
 other processes add noise: use several repeats and read medians.
 
     .venv/bin/python benchmarks/gates_bench.py                 # seed, medium, large; CPU
@@ -18,7 +19,8 @@ import statistics
 
 import torch
 
-from lstm_cli.gates import LoopCapture, RecomputeCapture, capture_gates, choose_method
+from lstm_cli.gates import LoopCapture, RecomputeCapture, capture_gates
+from lstm_cli.gates.run import make_reference, plan_capture
 from lstm_cli.model import build_lstm, make_input, place, run_lstm
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.timing import interleaved_seconds
@@ -53,7 +55,8 @@ def main() -> None:
         placement = place(spec)
         lstm = build_lstm(spec, placement)
         x = make_input(spec, placement)
-        reference = run_lstm(lstm, x, spec)
+        plan = plan_capture(spec, lstm, x)
+        shadowed = plan.sample.sequences[: plan.shadowed]
         methods = {
             "loop": LoopCapture(),
             "loop_addmm": LoopCapture(gemm="addmm"),
@@ -61,30 +64,38 @@ def main() -> None:
         }
         methods = {label: methods[label] for label in args.methods.split(",")}
         runs = {"fused": lambda: run_lstm(lstm, x, spec)}
+        references = {}
         for label, method in methods.items():
-            runs[label] = lambda method=method: capture_gates(lstm, x, spec, reference, method)
+            kind = "recompute" if label == "recompute" else "loop"
+            references[label] = make_reference(spec, lstm, x, kind, False, shadowed)
+
+            def whole(method=method, kind=kind):
+                return capture_gates(lstm, x, spec, make_reference(spec, lstm, x, kind, False, shadowed), method)
+
+            runs[label] = whole
+            runs[label + "_alone"] = lambda method=method, label=label: capture_gates(lstm, x, spec, references[label], method)
         repeat = args.repeat if T * B * H < 10_000_000 else max(3, args.repeat)
         times = interleaved_seconds(runs, placement.device, repeat=repeat, warmup=1)
         fused = statistics.median(times["fused"])
-        auto, _ = choose_method(spec, placement.device)
-        row = {"size": name, "I": I, "H": H, "L": L, "T": T, "B": B, "repeat": repeat, "auto": auto,
-               "fused_s": fused}
-        for label in methods:
-            capture = statistics.median(times[label])
-            # Median of per-round ratios: each round ran fused and this capture back to back.
-            paired = statistics.median(c / f for c, f in zip(times[label], times["fused"]))
-            row[f"{label}_s"] = capture
-            row[f"{label}_ratio"] = capture / fused
-            row[f"{label}_paired_ratio"] = paired
+        row = {"size": name, "I": I, "H": H, "L": L, "T": T, "B": B, "repeat": repeat, "auto": plan.choice.name,
+               "auto_reason": plan.choice.reason, "fused_s": fused}
+        for label in runs:
+            if label == "fused":
+                continue
+            # Median of per-round ratios: each round ran fused and this path back to back.
+            row[f"{label}_s"] = statistics.median(times[label])
+            row[f"{label}_paired_ratio"] = statistics.median(c / f for c, f in zip(times[label], times["fused"]))
         if args.json:
             print(json.dumps(row))
             continue
-        print(f"\n{name} (I={I}, H={H}, L={L}, T={T}, B={B}), median of {repeat}; auto picks {auto}")
-        print(f"  fused nn.LSTM      {fused * 1e3:10.2f} ms")
+        print(f"\n{name} (I={I}, H={H}, L={L}, T={T}, B={B}), median of {repeat}; auto picks {plan.choice.name}")
+        print(f"  ({plan.choice.reason})")
+        print(f"  fused nn.LSTM              {fused * 1e3:10.2f} ms")
         for label in methods:
-            c = row[f"{label}_s"]
-            print(f"  capture {label:11s}{c * 1e3:10.2f} ms   capture/fused {c / fused:5.2f}x "
-                  f"(paired {row[f'{label}_paired_ratio']:.2f}x)   with the reference pass {(fused + c) / fused:5.2f}x")
+            for key, what in ((label, "with its reference"), (label + "_alone", "capture alone")):
+                c = row[f"{key}_s"]
+                print(f"  {label:11s} {what:18s}{c * 1e3:10.2f} ms   {c / fused:5.2f}x "
+                      f"(paired {row[f'{key}_paired_ratio']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from lstm_cli import cells
-from lstm_cli.gates import LoopCapture, RecomputeCapture, capture_gates, choose_method, extra_elements
+from lstm_cli.gates import capture_gates, extra_elements
+from lstm_cli.gates.run import make_reference, plan_capture
 from lstm_cli.gates_options import GatesOptions
 from lstm_cli.model import prepare, run_lstm
 from lstm_cli.runtime import collect_warnings
@@ -135,15 +136,21 @@ def _run_bench(specs, repeat, method, progress, threads, clock) -> BenchResult:
             extra = spec.parameter_count() + extra_elements(spec, GatesOptions())
             prepared = prepare(spec, extra_elements=extra)
             lstm, x, device = prepared.lstm, prepared.x, prepared.placement.device
-            reference = run_lstm(lstm, x, spec)
-            method_name, _ = choose_method(spec, device, method)
-            capture = LoopCapture() if method_name == "loop" else RecomputeCapture()
+            plan = plan_capture(spec, lstm, x, method)
+            method_name, shadowed = plan.choice.name, plan.sample.sequences[: plan.shadowed]
+
+            def gates_path():
+                """What gates computes for its statistics (its checks aside): the reference
+                nn.LSTM run its method needs, then the capture."""
+                reference = make_reference(spec, lstm, x, method_name, False, shadowed)
+                return capture_gates(lstm, x, spec, reference, plan.method)
+
             stack = cells.cells_from_lstm(lstm)
             times = interleaved_seconds(
                 {
                     "fused": lambda: run_lstm(lstm, x, spec),
                     "cells": lambda: cells.run_cells(stack, x, spec),
-                    "gates": lambda: capture_gates(lstm, x, spec, reference, capture),
+                    "gates": gates_path,
                 },
                 device, repeat=repeat, warmup=1, clock=clock,
             )

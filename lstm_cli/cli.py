@@ -383,7 +383,7 @@ def bench_command(
     """Time nn.LSTM, the LSTMCell loop and the gate capture side by side on one device.
 
     In one process, on the same input: the fused nn.LSTM forward, compare-cell's stacked
-    LSTMCell loop and gates' capture (given nn.LSTM's output), round-robin after a warm-up,
+    LSTMCell loop and gates' capture (with the nn.LSTM run it compares against), round-robin after a warm-up,
     CUDA synchronised; fastest, median and slowest of --repeat runs, the ratio of medians to
     nn.LSTM and GFLOP/s. A note warns when a path's slowest run took over 1.5x its fastest, or
     the cell loop beat nn.LSTM: the machine was busy and the medians may not be trustworthy.

@@ -69,3 +69,33 @@ def interleaved_seconds(
             synchronize()
             times[name].append(clock() - start)
     return times
+
+
+# A quick measurement to choose between kernels at start (gates' step GEMM and capture method):
+# each candidate runs once to warm up (oneDNN builds its primitive then), then TIMED_RUNS times;
+# a call above LARGE_CALL_S is timed once only (the budget is tens of ms for all candidates), and
+# below SMALL_CALL_S the best of SMALL_CALL_RUNS is taken, being steadier.
+TIMED_RUNS = 3
+SMALL_CALL_S = 2e-4
+SMALL_CALL_RUNS = 5
+LARGE_CALL_S = 2e-3
+
+
+def best_seconds(run: Callable[[], object], device: torch.device) -> float:
+    """The fastest of a few calls of `run` after one warm-up call, in seconds."""
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    start = time.perf_counter()
+    run()
+    synchronize()
+    runs = 1 if time.perf_counter() - start > LARGE_CALL_S else TIMED_RUNS
+    best = float("inf")
+    k = 0
+    while k < runs:
+        start = time.perf_counter()
+        run()
+        synchronize()
+        best = min(best, time.perf_counter() - start)
+        if best < SMALL_CALL_S:
+            runs = SMALL_CALL_RUNS
+        k += 1
+    return best

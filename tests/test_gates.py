@@ -260,8 +260,9 @@ def test_json_contract(run_cli):
     for check in doc["checks"]:
         assert {"name", "passed", "max_abs_diff", "tolerance", "worst_ratio", "first_bad", "checked"} <= set(check)
     assert all(c["passed"] and c["max_abs_diff"] <= c["tolerance"] for c in doc["checks"])
-    assert set(doc["end_to_end"]) == {"output_max_abs_diff", "h_n_max_abs_diff", "c_n_max_abs_diff", "reference"}
-    assert doc["end_to_end"]["reference"] == "nn.LSTM"
+    assert set(doc["end_to_end"]) == {"output_max_abs_diff", "h_n_max_abs_diff", "c_n_max_abs_diff", "reference",
+                                      "sequences"}
+    assert doc["end_to_end"]["reference"].startswith("nn.LSTM")
     assert result.stderr == ""
 
 
@@ -313,20 +314,68 @@ def test_nan_in_the_capture_fails_the_check(run_cli, monkeypatch):
 # -- method choice and the MKL path --------------------------------------------------------------
 
 
-def test_auto_method_depends_on_device_and_size():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    small, large = LSTMSpec(), LSTMSpec(input_size=512, hidden_size=1024, num_layers=2, seq_len=200, batch_size=64)
-    assert gates_module.choose_method(small, cpu)[0] == "recompute"
-    assert gates_module.choose_method(large, cpu)[0] == "loop"
-    assert gates_module.choose_method(large, cuda)[0] == "recompute"
-    assert gates_module.choose_method(small, cpu, "loop") == ("loop", "chosen with --method")
+def _model(spec: LSTMSpec):
+    placement = model.Placement(torch.device("cpu"), torch.float32)
+    return model.build_lstm(spec, placement), model.make_input(spec, placement)
+
+
+def test_auto_method_is_the_faster_one_measured_here(monkeypatch):
+    """auto keeps whichever method the probe measured faster (the probe's clock is faked, both
+    ways round), names the timings, and measures once per shape; --method skips measuring."""
+    spec = LSTMSpec(input_size=8, hidden_size=16, num_layers=2, seq_len=6, batch_size=3)
+    lstm, x = _model(spec)
+    calls = []
+    for faster in ("loop", "recompute"):
+        slower = "recompute" if faster == "loop" else "loop"
+        monkeypatch.setattr(gates_module.choice, "_CHOICES", {})
+        monkeypatch.setattr(gates_module.choice, "probe",
+                            lambda *a, faster=faster, slower=slower: calls.append(1) or {faster: 0.001, slower: 0.003})
+        choice = gates_module.choose_method(spec, lstm, x)
+        assert choice.name == faster and choice.timings_s == {faster: 0.001, slower: 0.003}
+        assert f"{faster} 1 ms, {slower} 3 ms" in choice.reason
+        assert gates_module.choose_method(spec, lstm, x).name == faster  # cached: no second probe
+    assert len(calls) == 2
+    assert gates_module.choose_method(spec, lstm, x, "loop").reason == "chosen with --method"
+
+
+def test_the_probe_times_both_methods_on_the_real_model():
+    for bidirectional in (False, True):
+        spec = LSTMSpec(input_size=8, hidden_size=16, num_layers=2, seq_len=6, batch_size=3, bidirectional=bidirectional)
+        lstm, x = _model(spec)
+        timings = gates_module.choice.probe(spec, lstm, model.time_major(x, spec), "auto")
+        assert set(timings) == {"loop", "recompute"} and all(0 < t < 5 for t in timings.values())
+
+
+def test_the_layerwise_reference_is_nn_lstm_and_the_subset_is_its_rows():
+    """recompute's reference (nn.LSTM one layer at a time) and the loop's (nn.LSTM on a few
+    sequences) against one direct nn.LSTM call: float32 rounding apart, packed and batch_first."""
+    spec = LSTMSpec(input_size=8, hidden_size=16, num_layers=3, seq_len=7, batch_size=5, bidirectional=True,
+                    proj_size=4, batch_first=True, lengths=(7, 3, 5, 7, 1))
+    lstm, x = _model(spec)
+    whole = model.run_lstm(lstm, x, spec)
+    layerwise = gates_module.layerwise_forward(lstm, x, spec)
+    assert len(layerwise.layer_outputs) == 3 and layerwise.sequences is None
+    for got, want in zip((layerwise.forward.output, layerwise.forward.h_n, layerwise.forward.c_n),
+                         (whole.output, whole.h_n, whole.c_n)):
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=0)
+    subset = gates_module.subset_forward(lstm, x, spec, [4, 1])
+    assert subset.sequences == [4, 1] and subset.rows([1]) == [1]
+    assert torch.allclose(subset.forward.output, whole.output[[4, 1]], atol=1e-6, rtol=0)
+    assert torch.allclose(subset.forward.h_n, whole.h_n[:, [4, 1]], atol=1e-6, rtol=0)
+
+
+def test_the_loop_reports_end_to_end_over_the_sequences_nn_lstm_ran(run_cli):
+    doc = run_cli("gates", "--json", "--method", "loop", "--batch-size", "6", "--lengths", "10,4,10,7,2,9").json()
+    ends = doc["end_to_end"]
+    assert ends["reference"] == "nn.LSTM" and ends["sequences"] and set(ends["sequences"]) <= set(range(6))
+    assert 0 <= ends["output_max_abs_diff"] < 1e-5 and ends["h_n_max_abs_diff"] < 1e-5
+    recompute = run_cli("gates", "--json", "--method", "recompute").json()["end_to_end"]
+    assert recompute["reference"] == "nn.LSTM, one layer at a time" and recompute["sequences"] is None
 
 
 def _capture_stats(spec: LSTMSpec, gemm: str):
-    placement = model.Placement(torch.device("cpu"), torch.float32)
-    lstm = model.build_lstm(spec, placement)
-    x = model.make_input(spec, placement)
-    reference = model.run_lstm(lstm, x, spec)
+    lstm, x = _model(spec)
+    reference = gates_module.Reference(model.run_lstm(lstm, x, spec), "nn.LSTM")
     method = gates_module.LoopCapture(gemm)
     capture = gates_module.capture_gates(lstm, x, spec, reference, method, keep_all=True)
     return capture, method
@@ -558,18 +607,22 @@ def test_gates_help_does_not_import_torch():
 def test_progress_hears_every_step_and_the_phases():
     spec = LSTMSpec(device="cpu", num_layers=2, bidirectional=True, seq_len=600, hidden_size=4, batch_size=2)
     heard = []
-    gates_module.run_gates(spec, progress=lambda steps, description=None: heard.append((steps, description)))
-    assert heard[:2] == [(0, "nn.LSTM forward"), (0, "capturing gates")]
+    for method, phase in (("loop", "nn.LSTM on the shadowed sequences"), ("recompute", "nn.LSTM forward, layer by layer")):
+        heard = []
+        gates_module.run_gates(spec, gates_module.GatesOptions(method=method),
+                               progress=lambda steps, description=None: heard.append((steps, description)))
+        assert heard[:2] == [(0, phase), (0, "capturing gates")]
     assert sum(steps for steps, _ in heard) == 2 * 2 * 600
     assert len(heard) > 2 * 2 * 2  # chunks of at most 256 steps: the bar moves
 
 
 @pytest.mark.gpu
-def test_gates_on_cuda_is_verified_and_uses_recompute(run_cli):
+def test_gates_on_cuda_is_verified_with_the_measured_method(run_cli):
     result = run_cli("gates", "--device", "cuda", "--json", "--bidirectional", "--lengths", "10,7,3")
     assert result.code == 0, result.stderr
     doc = result.json()
-    assert doc["method"] == "recompute" and doc["device"].startswith("cuda")
+    assert set(doc["method_timings_ms"]) == {"loop", "recompute"} and doc["device"].startswith("cuda")
+    assert doc["method"] == min(doc["method_timings_ms"], key=doc["method_timings_ms"].get)
     assert all(c["passed"] for c in doc["checks"])
     loop = run_cli("gates", "--device", "cuda", "--json", "--method", "loop")
     assert loop.code == 0 and all(c["passed"] for c in loop.json()["checks"])

@@ -5,6 +5,9 @@ recomputes them (`loop` or `recompute`), compares the h rebuilt from them with n
 output, h_n and c_n, and summarises them chunk by chunk. One module per job:
 
 - `kernels`: the capture kernels, the two methods and the chunks of steps they yield;
+- `step_gemm`: the loop's per-step GEMM backend, chosen by measurement;
+- `choice`: `auto`'s method, chosen by measuring both methods on the model;
+- `reference`: what the capture is compared with (nn.LSTM layer by layer, or on a few rows);
 - `stats`: statistics accumulated chunk by chunk, and the per-layer result types;
 - `batch`: packing of variable-length batches (--lengths) into working order;
 - `heatmap`: --heatmap, one gate as units x time;
@@ -18,11 +21,16 @@ attribute changes nothing the capture looks up.
 """
 
 from lstm_cli.gates.batch import WorkingBatch, working_row
+from lstm_cli.gates.choice import MethodChoice, choose_method
 from lstm_cli.gates.export import export_names, export_tensors, from_time_major_shape
-from lstm_cli.gates.heatmap import HEATMAP_MAX_STEPS, HEATMAP_MAX_UNITS, Heatmap, build_heatmap
+from lstm_cli.gates.heatmap import (
+    HEATMAP_MAX_STEPS,
+    HEATMAP_MAX_UNITS,
+    Heatmap,
+    build_heatmap,
+)
 from lstm_cli.gates.kernels import (
     CHUNK_ELEMENTS,
-    LOOP_MIN_STEP_MACS,
     MAX_CHUNK_STEPS,
     METHOD_CLASSES,
     Chunk,
@@ -31,13 +39,13 @@ from lstm_cli.gates.kernels import (
     RecomputeCapture,
     StepGemm,
     activate,
-    choose_method,
     chunk_bounds,
     chunk_steps_for,
     input_projection,
     previous_h,
     rebuild_h,
 )
+from lstm_cli.gates.reference import Reference, layerwise_forward, subset_forward
 from lstm_cli.gates.run import (
     Capture,
     EndToEnd,
@@ -46,7 +54,6 @@ from lstm_cli.gates.run import (
     capture_gates,
     end_to_end,
     extra_elements,
-    fused_layer_output,
     run_gates,
     run_shadow_for,
     step_checks,
@@ -65,7 +72,6 @@ __all__ = [
     "CHUNK_ELEMENTS",
     "HEATMAP_MAX_STEPS",
     "HEATMAP_MAX_UNITS",
-    "LOOP_MIN_STEP_MACS",
     "MAX_CHUNK_STEPS",
     "METHOD_CLASSES",
     "Capture",
@@ -81,8 +87,10 @@ __all__ = [
     "Heatmap",
     "HeatmapSpec",
     "LayerGates",
+    "MethodChoice",
     "LoopCapture",
     "RecomputeCapture",
+    "Reference",
     "SampleRecorder",
     "StepGemm",
     "Thresholds",
@@ -99,12 +107,13 @@ __all__ = [
     "export_tensors",
     "extra_elements",
     "from_time_major_shape",
-    "fused_layer_output",
     "input_projection",
+    "layerwise_forward",
     "previous_h",
     "rebuild_h",
     "run_gates",
     "run_shadow_for",
     "step_checks",
+    "subset_forward",
     "working_row",
 ]

@@ -6,12 +6,12 @@ Both yield the same chunks of steps (`Chunk`) to one shared driver (gates.run):
   chunk of steps is one GEMM; each step adds h W_hh^T into that buffer in place (with W_hh
   packed once by MKL where available), applies the activations in place, and updates c and h.
   Its own h feeds the next step and the next layer, so it is an independent forward pass.
-- `recompute`: nn.LSTM runs (one layer at a time, for every layer but the last, whose output the
-  reference pass already has); then all gates of a chunk come from two large GEMMs on its input
-  and its shifted output, and only the c-scan c_t = f_t c_(t-1) + i_t g_t walks the steps.
+- `recompute`: from nn.LSTM's own output of each layer (gates.reference runs nn.LSTM one layer
+  at a time), all gates of a chunk come from two large GEMMs on the layer's input and its
+  shifted output, and only the c-scan c_t = f_t c_(t-1) + i_t g_t walks the steps.
 
 Either way the h_t rebuilt from the captured gates, o_t * tanh(c_t) (times W_hr with proj_size),
-is what the driver compares with nn.LSTM's own output, h_n and c_n. `choose_method` picks the
+is what the driver compares with nn.LSTM's own output, h_n and c_n. gates.choice picks the
 method and `chunk_steps_for` the chunk size.
 """
 
@@ -29,16 +29,8 @@ from lstm_cli.spec import HARD_SIGMOID_SLOPES, LSTMSpec
 
 # Gate values computed at once: a chunk of steps holds about this many (x 4 bytes in float32),
 # so the working set is a few chunks whatever the sequence length.
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 20
 MAX_CHUNK_STEPS = 256  # and at most this many steps, so that progress moves on long runs
-# CPU: from this many multiply-adds in one step's recurrent GEMM (batch x H_out x 4H) on, the
-# step loop beats recompute; below it, per-step overhead dominates and recompute's few large
-# GEMMs win. On the 2-core development machine (benchmarks/gates_bench.py, README) the loop was
-# 1.7x vs recompute 2.0x the fused forward at 67M multiply-adds a step, about even at 8-17M,
-# and it loses far more than recompute when another process takes a core (each of its ~10
-# small ops a step waits for both threads), hence the margin.
-LOOP_MIN_STEP_MACS = 1 << 25
-
 
 @dataclass
 class Chunk:
@@ -195,22 +187,6 @@ def previous_h(h_seq: torch.Tensor, t0: int, t1: int, reverse: bool) -> torch.Te
 
 
 METHOD_CLASSES = {"loop": LoopCapture, "recompute": RecomputeCapture}
-
-
-def choose_method(spec: LSTMSpec, device: torch.device, requested: str = "auto") -> tuple[str, str]:
-    """The capture method and why. On CUDA recompute (one launch per step instead of about
-    ten); on CPU the loop once a step's GEMM is large enough to hide the per-step overhead."""
-    if spec.recurrent_activation != "sigmoid":
-        return "loop", f"the model's gates are {spec.recurrent_activation}: only the loop computes them"
-    if requested != "auto":
-        return requested, "chosen with --method"
-    if device.type != "cpu":
-        return "recompute", f"auto: on {device.type} the step loop is launch-bound"
-    batch = 1 if spec.unbatched else spec.batch_size
-    macs = batch * spec.h_out * 4 * spec.hidden_size
-    if macs >= LOOP_MIN_STEP_MACS:
-        return "loop", f"auto: each step's GEMM has {macs:,} multiply-adds (>= {LOOP_MIN_STEP_MACS:,})"
-    return "recompute", f"auto: each step's GEMM has {macs:,} multiply-adds (< {LOOP_MIN_STEP_MACS:,})"
 
 
 def chunk_steps_for(spec: LSTMSpec) -> int:

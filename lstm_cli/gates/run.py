@@ -10,25 +10,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from lstm_cli.checks import Check, max_abs_diff
 from lstm_cli.gates.batch import WorkingBatch, working_row
+from lstm_cli.gates.choice import MethodChoice, choose_method
 from lstm_cli.gates.export import export_tensors
 from lstm_cli.gates.heatmap import Heatmap, build_heatmap
-from lstm_cli.gates.kernels import Chunk, LoopCapture, RecomputeCapture, choose_method, chunk_steps_for
+from lstm_cli.gates.kernels import Chunk, LoopCapture, RecomputeCapture, chunk_steps_for
+from lstm_cli.gates.reference import Reference, layerwise_forward, subset_forward
 from lstm_cli.gates.stats import DirectionRecorder, LayerGates
 from lstm_cli.gates_options import GatesOptions, Thresholds, units_plot_path
-from lstm_cli.model import Forward, direction_weights, prepare, run_lstm, time_major
+from lstm_cli.model import direction_weights, prepare, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.verify.loop64 import loop_forward
 from lstm_cli.verify.rule import Rule
-from lstm_cli.verify.shadow import SHADOW_SEQUENCES, Shadow, run_shadow, shadow_step_macs
-from lstm_cli.verify.step import PathRecord, Sample, check_direction, choose_sample, kept_steps
-
+from lstm_cli.verify.shadow import (
+    SHADOW_SEQUENCES,
+    Shadow,
+    run_shadow,
+    shadow_step_macs,
+)
+from lstm_cli.verify.step import (
+    PathRecord,
+    Sample,
+    check_direction,
+    choose_sample,
+    kept_steps,
+)
 
 # -- the result ----------------------------------------------------------------------------------
 
@@ -41,6 +53,8 @@ class GatesResult:
     dtype: str
     method: str
     method_reason: str
+    # auto: each method's measured time on the probe (gates.choice); None when not measured
+    method_timings_ms: dict[str, float] | None
     # The loop's step GEMM: {backend, reason, timings_ms} (timings when it was measured); None
     # for recompute, whose GEMMs are plain large matmuls.
     gemm: dict | None
@@ -72,9 +86,11 @@ class EndToEnd:
     output_max_abs_diff: float
     h_n_max_abs_diff: float
     c_n_max_abs_diff: float
-    # What the capture was compared with: nn.LSTM's forward, or (gates nn.LSTM cannot run) a
-    # float64 loop with the model's own activation.
+    # What the capture was compared with: nn.LSTM's forward (whole, or one layer at a time), or
+    # (gates nn.LSTM cannot run) a float64 loop with the model's own activation.
     reference: str = "nn.LSTM"
+    # The user's sequences compared (the loop runs nn.LSTM on a few only); None: the whole batch
+    sequences: list[int] | None = None
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -135,35 +151,12 @@ class Capture:
     sampled: dict[tuple[int, str], SampleRecorder]  # for the step-local check and the shadow
 
 
-def fused_layer_output(lstm: torch.nn.LSTM, layer: int, x: torch.Tensor, spec: LSTMSpec,
-                       batch: WorkingBatch) -> torch.Tensor:
-    """One layer of `lstm` run by nn.LSTM itself on a time-major (T, B, in) input in working
-    order: its (T, B, D * H_out) output, padded steps zero."""
-    single_spec = replace(
-        spec, input_size=x.shape[-1], num_layers=1, batch_first=False, unbatched=False,
-        batch_size=batch.B, dropout=0.0, lengths=tuple(batch.lengths) if batch.packed else None,
-    )
-    single = torch.nn.LSTM(
-        x.shape[-1], spec.hidden_size, 1, bias=spec.bias, bidirectional=spec.bidirectional,
-        proj_size=spec.proj_size, device=x.device, dtype=x.dtype,
-    ).eval()
-    with torch.no_grad():
-        for direction, suffix in zip(spec.directions(), ("", "_reverse")):
-            w = direction_weights(lstm, layer, direction)
-            for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"),
-                                   (w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)):
-                if value is not None:
-                    getattr(single, f"{name}_l0{suffix}").copy_(value)
-    single.flatten_parameters()  # cuDNN wants one weight buffer (a no-op elsewhere)
-    return run_lstm(single, x, single_spec).output
-
-
 @torch.inference_mode()
 def capture_gates(
     lstm: torch.nn.LSTM,
     x: torch.Tensor,
     spec: LSTMSpec,
-    reference: Forward,
+    reference: Reference,
     method: LoopCapture | RecomputeCapture,
     thresholds: Thresholds = Thresholds(),
     keep_all: bool = False,
@@ -174,15 +167,21 @@ def capture_gates(
     units: bool = False,
 ) -> Capture:
     """Run `method` over every layer and direction of `lstm` on input `x` (the spec's layout),
-    recording statistics; compare what it rebuilds with `reference` (nn.LSTM's own forward).
-    With a `sample`, keep what the step-local check and the shadow (its first `shadowed`
-    sequences) need. `units`: also count saturation per unit (--units)."""
+    recording statistics; compare the last layer's rebuilt h with `reference`'s output where it
+    covers the whole batch (recompute needs its per-layer outputs). With a `sample`, keep what
+    the step-local check and the shadow (its first `shadowed` sequences) need. `units`: also
+    count saturation per unit (--units)."""
     x_tm = time_major(x, spec)
     T, B = x_tm.shape[:2]
     batch = WorkingBatch(T, B, spec.lengths, x.device)
     x_tm = batch.to_working(x_tm, 1)
-    ref_out = batch.to_working(time_major(reference.output, spec), 1)
-    ref_out = ref_out.contiguous() if method.needs_layer_output else ref_out
+    if method.needs_layer_output and reference.layer_outputs is None:
+        raise ValueError("recompute needs nn.LSTM's output of every layer: see gates.reference.layerwise_forward")
+    ref_out = None  # the last layer's reference output, time-major, working order
+    if reference.layer_outputs is not None:
+        ref_out = reference.layer_outputs[-1]
+    elif reference.sequences is None:
+        ref_out = batch.to_working(time_major(reference.forward.output, spec), 1)
     D, H_out, steps = spec.num_directions, spec.h_out, chunk_steps_for(spec)
     keep_sequence = keep_sequence or {}
     recorders: dict[tuple[int, str], DirectionRecorder] = {}
@@ -191,12 +190,8 @@ def capture_gates(
     inp = x_tm
     for layer in range(spec.num_layers):
         last = layer == spec.num_layers - 1
-        if method.needs_layer_output:
-            layer_out = ref_out if last else fused_layer_output(lstm, layer, inp, spec, batch)
-            next_inp = layer_out
-        else:
-            layer_out = None
-            next_inp = None if last else inp.new_empty(T, B, D * H_out)
+        layer_out = reference.layer_outputs[layer] if method.needs_layer_output else None
+        next_inp = None if last or layer_out is not None else inp.new_empty(T, B, D * H_out)
         for d, direction in enumerate(spec.directions()):
             cols = slice(d * H_out, (d + 1) * H_out)
             recorder = DirectionRecorder(
@@ -213,19 +208,19 @@ def capture_gates(
                 recorder.add(chunk)
                 if keeper is not None:
                     keeper.add(chunk, inp, h_seq)
-                if next_inp is not None and not method.needs_layer_output:
+                if next_inp is not None:
                     next_inp[chunk.t0 : chunk.t1, :, cols] = chunk.h
-                if last:
+                if last and ref_out is not None:
                     output_diff = _max_diff(output_diff, chunk.h, ref_out[chunk.t0 : chunk.t1, :, cols],
                                             batch.valid_rows(chunk.t0, chunk.t1))
                 if progress is not None:
                     progress(chunk.t1 - chunk.t0)
             recorder.stats.release()
-        inp = next_inp
+        inp = layer_out if layer_out is not None else next_inp
     order = [(layer, direction) for layer in range(spec.num_layers) for direction in spec.directions()]
     h_n = torch.stack([recorders[k].h_last for k in order])
     c_n = torch.stack([recorders[k].c_last for k in order])
-    return Capture(batch, recorders, output_diff, h_n, c_n, sampled)
+    return Capture(batch, recorders, output_diff if ref_out is not None else math.nan, h_n, c_n, sampled)
 
 
 def _max_diff(so_far: float, a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor | None) -> float:
@@ -235,12 +230,28 @@ def _max_diff(so_far: float, a: torch.Tensor, b: torch.Tensor, valid: torch.Tens
     return max(so_far, diff)
 
 
-def end_to_end(spec: LSTMSpec, capture: Capture, reference: Forward, name: str) -> EndToEnd:
-    """The capture's trajectory against the reference's: last layer's output and every final state."""
-    h_n = reference.h_n.unsqueeze(1) if spec.unbatched else reference.h_n
-    c_n = reference.c_n.unsqueeze(1) if spec.unbatched else reference.c_n
-    h_n, c_n = capture.batch.to_working(h_n, 1), capture.batch.to_working(c_n, 1)
-    return EndToEnd(capture.output_diff, max_abs_diff(capture.h_n, h_n), max_abs_diff(capture.c_n, c_n), name)
+def end_to_end(spec: LSTMSpec, capture: Capture, reference: Reference) -> EndToEnd:
+    """The capture's trajectory against the reference's: last layer's output and every final
+    state, over the sequences the reference ran."""
+    forward = reference.forward
+    h_n = forward.h_n.unsqueeze(1) if spec.unbatched else forward.h_n
+    c_n = forward.c_n.unsqueeze(1) if spec.unbatched else forward.c_n
+    if reference.sequences is None:
+        h_n, c_n = capture.batch.to_working(h_n, 1), capture.batch.to_working(c_n, 1)
+        return EndToEnd(capture.output_diff, max_abs_diff(capture.h_n, h_n), max_abs_diff(capture.c_n, c_n),
+                        reference.name)
+    # A few sequences: the capture's last-layer output of those (kept for the shadow) against
+    # nn.LSTM's, valid steps only.
+    users = reference.sequences
+    rows = torch.tensor([working_row(capture.batch, n) for n in users], device=capture.h_n.device)
+    last = [capture.sampled[(spec.num_layers - 1, d)].output for d in spec.directions()]
+    ours, theirs = torch.cat(last, dim=-1), time_major(forward.output, spec)
+    lengths = [spec.seq_len] * len(users) if spec.lengths is None else [spec.lengths[n] for n in users]
+    output_diff = 0.0
+    for k, length in enumerate(lengths):
+        output_diff = _max_diff(output_diff, ours[:length, k], theirs[:length, k], None)
+    return EndToEnd(output_diff, max_abs_diff(capture.h_n[:, rows], h_n), max_abs_diff(capture.c_n[:, rows], c_n),
+                    reference.name, list(users))
 
 
 def step_checks(spec: LSTMSpec, lstm: torch.nn.LSTM, capture: Capture, sample: Sample, method: str,
@@ -257,7 +268,7 @@ def step_checks(spec: LSTMSpec, lstm: torch.nn.LSTM, capture: Capture, sample: S
     return checks
 
 
-def run_shadow_for(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, reference: Forward, capture: Capture,
+def run_shadow_for(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, reference: Reference, capture: Capture,
                    sample: Sample, step_macs: int) -> tuple[Shadow | None, str | None]:
     """The float64 shadow of the first SHADOW_SEQUENCES sampled sequences, and each path's
     distance from it: nn.LSTM's forward and the capture's rebuilt h."""
@@ -268,14 +279,49 @@ def run_shadow_for(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, referen
         return None, run
     last = [capture.sampled[(spec.num_layers - 1, d)].output for d in spec.directions()]
     rows = torch.tensor([working_row(capture.batch, n) for n in shadowed], device=capture.h_n.device)
-    h_n = reference.h_n.unsqueeze(1) if spec.unbatched else reference.h_n
-    c_n = reference.c_n.unsqueeze(1) if spec.unbatched else reference.c_n
-    users = torch.tensor(shadowed, device=h_n.device)
+    forward = reference.forward
+    h_n = forward.h_n.unsqueeze(1) if spec.unbatched else forward.h_n
+    c_n = forward.c_n.unsqueeze(1) if spec.unbatched else forward.c_n
+    users = torch.tensor(reference.rows(shadowed), device=h_n.device)
     errors = [
-        run.error("nn.LSTM", time_major(reference.output, spec)[:, users], h_n[:, users], c_n[:, users]),
+        run.error("nn.LSTM", time_major(forward.output, spec)[:, users], h_n[:, users], c_n[:, users]),
         run.error("gate capture", torch.cat(last, dim=-1), capture.h_n[:, rows], capture.c_n[:, rows]),
     ]
     return run.summary(errors), None
+
+
+def make_reference(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, method: str, whole_batch: bool,
+                   sequences: list[int]) -> Reference:
+    """What the capture is compared with (gates.reference says why): a float64 loop for gates
+    nn.LSTM cannot run; nn.LSTM one layer at a time for recompute; nn.LSTM on the whole batch
+    when `whole_batch` (--export writes its output); else nn.LSTM on `sequences` only."""
+    if spec.recurrent_activation != "sigmoid":
+        return Reference(loop_forward(lstm, x, spec, spec.recurrent_activation),
+                         f"a float64 loop with {spec.recurrent_activation} gates")
+    if method == "recompute":
+        return layerwise_forward(lstm, x, spec)
+    if whole_batch:
+        return Reference(run_lstm(lstm, x, spec), "nn.LSTM")
+    return subset_forward(lstm, x, spec, sequences)
+
+
+@dataclass
+class CapturePlan:
+    """How gates will capture: the method and why, and the sample the checks recompute (its
+    first `shadowed` sequences are shadowed in float64, and run by nn.LSTM for the loop)."""
+
+    choice: MethodChoice
+    method: LoopCapture | RecomputeCapture
+    sample: Sample
+    shadowed: int
+
+
+def plan_capture(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, method: str = "auto",
+                 gemm: str = "auto") -> CapturePlan:
+    choice = choose_method(spec, lstm, x, method, gemm)
+    capture = LoopCapture(gemm, spec.recurrent_activation) if choice.name == "loop" else RecomputeCapture()
+    sample = choose_sample(1 if spec.unbatched else spec.batch_size, spec.seq_len, shadow_step_macs(lstm), spec.lengths)
+    return CapturePlan(choice, capture, sample, min(SHADOW_SEQUENCES, len(sample.sequences)))
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -285,7 +331,8 @@ def extra_elements(spec: LSTMSpec, options: GatesOptions) -> int:
     """What gates holds beyond one forward pass, in elements, for the memory guard."""
     T, B, H, D, L = spec.seq_len, 1 if spec.unbatched else spec.batch_size, spec.hidden_size, spec.num_directions, spec.num_layers
     H_out = spec.h_out
-    layer_buffers = 2 * T * B * D * H_out  # one layer's input and output
+    # loop: one layer's input and output; recompute: every layer's nn.LSTM output
+    layer_buffers = max(2, L) * T * B * D * H_out
     if spec.lengths is not None:
         layer_buffers += T * B * (spec.input_size + D * H_out)  # sorted copies
     working = 4 * chunk_steps_for(spec) * B * (6 * H + H_out)
@@ -312,40 +359,36 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         prepared = prepare(spec, extra_elements(spec, options), x)
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
         exact = spec.recurrent_activation == "sigmoid"  # else nn.LSTM cannot run the model
+        plan = plan_capture(spec, lstm, x, options.method, options.gemm)
+        choice, method, sample, shadowed = plan.choice, plan.method, plan.sample, plan.shadowed
         if progress is not None:
-            progress(0, "nn.LSTM forward" if exact else "float64 reference loop")
-        if exact:
-            reference, reference_name = run_lstm(lstm, x, spec), "nn.LSTM"
-        else:
-            reference = loop_forward(lstm, x, spec, spec.recurrent_activation)
-            reference_name = f"a float64 loop with {spec.recurrent_activation} gates"
+            progress(0, "float64 reference loop" if not exact else
+                     "nn.LSTM forward, layer by layer" if choice.name == "recompute" else
+                     "nn.LSTM forward" if options.export is not None else "nn.LSTM on the shadowed sequences")
+        reference = make_reference(spec, lstm, x, choice.name, options.export is not None,
+                                   sample.sequences[:shadowed])
         if progress is not None:
             progress(0, "capturing gates")
-        method_name, reason = choose_method(spec, placement.device, options.method)
-        method = (LoopCapture(options.gemm, spec.recurrent_activation) if method_name == "loop"
-                  else RecomputeCapture())
         keep_sequence = {}  # what --plot (its --layers only) and --heatmap draw
         if options.plot is not None:
             drawn = options.plot_layers if options.plot_layers is not None else range(spec.num_layers)
             keep_sequence = {(layer, d): options.sequence for layer in drawn for d in spec.directions()}
         if options.heatmap is not None:
             keep_sequence[(options.heatmap.layer, options.heatmap.direction)] = options.sequence
-        step_macs = shadow_step_macs(lstm)
-        sample = choose_sample(1 if spec.unbatched else spec.batch_size, spec.seq_len, step_macs, spec.lengths)
         capture = capture_gates(
             lstm, x, spec, reference, method, options.thresholds,
             keep_all=options.export is not None, keep_sequence=keep_sequence, progress=progress,
-            sample=sample, shadowed=min(SHADOW_SEQUENCES, len(sample.sequences)), units=options.units,
+            sample=sample, shadowed=shadowed, units=options.units,
         )
         if progress is not None:
             progress(0, "checking")
         # The capture's own GEMMs run in full float32 (TF32 is off for plain matmuls by default).
         rule = Rule(spec.dtype, tf32=False, atol=options.atol, rtol=options.rtol)
-        checks = step_checks(spec, lstm, capture, sample, method_name, rule)
+        checks = step_checks(spec, lstm, capture, sample, choice.name, rule)
         if exact:
-            shadow, shadow_note = run_shadow_for(spec, lstm, x, reference, capture, sample, step_macs)
+            shadow, shadow_note = run_shadow_for(spec, lstm, x, reference, capture, sample, shadow_step_macs(lstm))
         else:
-            shadow, shadow_note = None, f"not shadowed: end to end is already against {reference_name}"
+            shadow, shadow_note = None, f"not shadowed: end to end is already against {reference.name}"
     if spec.dropout and spec.num_layers > 1:
         notes.append("dropout acts in train mode only; gates runs in eval mode, so none applied")
     if options.sequence != 0 and options.heatmap is None and options.plot is None:
@@ -360,7 +403,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         heatmap = build_heatmap(options.heatmap, options.sequence, recorder.sequence)
     with collect_warnings(notes):
         if options.export is not None:
-            export_tensors(options.export, spec, capture, x, reference)
+            export_tensors(options.export, spec, capture, x, reference.forward)
         if options.plot is not None:
             from lstm_cli.plot import plot_gates
 
@@ -376,9 +419,10 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         config=spec.config(),
         device=str(placement.device),
         dtype=placement.dtype_name,
-        method=method_name,
-        method_reason=reason,
-        gemm=None if method_name != "loop" or not method.gemm_choices else {
+        method=choice.name,
+        method_reason=choice.reason,
+        method_timings_ms={name: t * 1e3 for name, t in choice.timings_s.items()} or None,
+        gemm=None if choice.name != "loop" or not method.gemm_choices else {
             "backend": method.gemm_choices[0].backend,
             "reason": method.gemm_choices[0].reason,
             "timings_ms": {name: t * 1e3 for name, t in method.gemm_choices[0].timings_s.items()},
@@ -390,7 +434,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         checked=sample.describe(),
         checks=checks,
         passed=all(check.passed for check in checks),
-        end_to_end=end_to_end(spec, capture, reference, reference_name),
+        end_to_end=end_to_end(spec, capture, reference),
         shadow=shadow,
         shadow_note=shadow_note,
         notes=notes,

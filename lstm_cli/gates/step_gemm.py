@@ -19,19 +19,14 @@ sequences run than the batch (a packed batch's tail) use addmm.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from lstm_cli.timing import best_seconds
+
 BACKENDS = ("addmm", "mkl-packed", "onednn")
-# Timing budget of a choice: each candidate runs once to warm up (oneDNN builds its primitive
-# then), then TIMED_RUNS times; below this many seconds per call the best of more runs is used.
-TIMED_RUNS = 2
-SMALL_CALL_S = 2e-4
-SMALL_CALL_RUNS = 5
-LARGE_CALL_S = 2e-3
 # Below this many multiply-adds per step every backend costs about the same (call overhead):
 # take addmm without timing anything.
 MIN_TIMED_MACS = 1 << 20
@@ -127,24 +122,10 @@ def choose(w_hh: torch.Tensor, batch: int) -> GemmChoice:
 
 
 def _time(step: Callable[[torch.Tensor, torch.Tensor], None], w_hh: torch.Tensor, batch: int) -> float:
-    """Best seconds per call: one warm-up, then TIMED_RUNS (more for tiny calls)."""
+    """Best seconds per call of one backend on a representative h."""
     gates = torch.zeros(batch, w_hh.shape[0], dtype=w_hh.dtype, device=w_hh.device)
     h = torch.randn(batch, w_hh.shape[1], generator=torch.Generator().manual_seed(0)).to(w_hh)
-    start = time.perf_counter()
-    step(gates, h)
-    # A call of several ms is timed once more (the budget is tens of ms for all backends); a
-    # tiny one a few times, its best being steadier.
-    runs = 1 if time.perf_counter() - start > LARGE_CALL_S else TIMED_RUNS
-    best = float("inf")
-    k = 0
-    while k < runs:
-        start = time.perf_counter()
-        step(gates, h)
-        best = min(best, time.perf_counter() - start)
-        if best < SMALL_CALL_S:
-            runs = SMALL_CALL_RUNS
-        k += 1
-    return best
+    return best_seconds(lambda: step(gates, h), w_hh.device)
 
 
 class StepGemm:

@@ -27,9 +27,9 @@ def render_bench(result: BenchResult, console: Console) -> None:
     console.print(bench_table(result))
     methods = ", ".join(sorted({row.gates_method for row in result.rows}))
     console.print(Text(
-        "nn.LSTM: the fused module. cell loop: compare-cell's LSTMCell loop. capture: gates' "
-        f"capture ({methods}) given nn.LSTM's output; the gates command runs that forward once more "
-        "for its checks. x: median over nn.LSTM's median. GFLOP/s: the forward pass's FLOPs (the "
+        "nn.LSTM: the fused module. cell loop: compare-cell's LSTMCell loop. capture: what gates "
+        f"computes for its statistics ({methods}), with the nn.LSTM run it compares against; its "
+        "checks come on top. x: median over nn.LSTM's median. GFLOP/s: the forward pass's FLOPs (the "
         "formula in --help) over each path's median"
         + (", valid steps only" if result.config.get("lengths") else "") + "."
     ))

@@ -346,8 +346,10 @@ def render_gates(
     start = "nn.LSTM's h and its own c" if result.method == "recompute" else "its own state"
     print_verdict(console, result.checks, "gate capture", start, result.checked, result.rule)
     ends = result.end_to_end
+    which = "" if ends.sequences is None else (
+        f" on sequence{'s' if len(ends.sequences) > 1 else ''} {', '.join(map(str, ends.sequences))}")
     console.print(Text(
-        f"End to end against {ends.reference} (reported, not judged): output {format_diff(ends.output_max_abs_diff)}, "
+        f"End to end against {ends.reference}{which} (reported, not judged): output {format_diff(ends.output_max_abs_diff)}, "
         f"h_n {format_diff(ends.h_n_max_abs_diff)}, c_n {format_diff(ends.c_n_max_abs_diff)}"
     ))
     for line in shadow_lines(result.shadow, result.shadow_note):
