@@ -46,6 +46,16 @@ def spread(seconds: Sequence[float]) -> Spread:
     return Spread(min(seconds), statistics.median(seconds), max(seconds))
 
 
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for the device's queued work to finish, so that a clock read after it counts
+    that work (GPUs run asynchronously; the CPU needs nothing)."""
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
 def interleaved_seconds(
     runs: Mapping[str, Callable[[], object]], device: torch.device, repeat: int = 5, warmup: int = 1,
     clock: Callable[[], float] | None = None,
@@ -56,7 +66,7 @@ def interleaved_seconds(
     of per-round ratios. `clock` (default time.perf_counter) is read once before and once after
     each timed run; tests pass a fake one."""
     clock = clock or time.perf_counter
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize = synchronizer(device)
     for _ in range(warmup):
         for run in runs.values():
             run()
@@ -83,7 +93,7 @@ LARGE_CALL_S = 2e-3
 
 def best_seconds(run: Callable[[], object], device: torch.device) -> float:
     """The fastest of a few calls of `run` after one warm-up call, in seconds."""
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize = synchronizer(device)
     start = time.perf_counter()
     run()
     synchronize()

@@ -25,7 +25,7 @@ from lstm_cli.model import direction_weights, time_major
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.timing import best_seconds
 
-PROBE_STEPS = 2
+PROBE_STEPS = 8
 
 
 @dataclass
