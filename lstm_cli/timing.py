@@ -83,12 +83,14 @@ def interleaved_seconds(
 
 # A quick measurement to choose between kernels at start (gates' step GEMM and capture method):
 # each candidate runs once to warm up (oneDNN builds its primitive then), then TIMED_RUNS times;
-# a call above LARGE_CALL_S is timed once only (the budget is tens of ms for all candidates), and
+# a call above LARGE_CALL_S is timed once only (the budget is tens of ms for all candidates),
+# one above HUGE_CALL_S not again at all (a first call's extra costs are small beside it), and
 # below SMALL_CALL_S the best of SMALL_CALL_RUNS is taken, being steadier.
 TIMED_RUNS = 3
 SMALL_CALL_S = 2e-4
 SMALL_CALL_RUNS = 5
 LARGE_CALL_S = 2e-3
+HUGE_CALL_S = 5e-2
 
 
 def best_seconds(run: Callable[[], object], device: torch.device) -> float:
@@ -97,7 +99,10 @@ def best_seconds(run: Callable[[], object], device: torch.device) -> float:
     start = time.perf_counter()
     run()
     synchronize()
-    runs = 1 if time.perf_counter() - start > LARGE_CALL_S else TIMED_RUNS
+    first = time.perf_counter() - start
+    if first > HUGE_CALL_S:
+        return first
+    runs = 1 if first > LARGE_CALL_S else TIMED_RUNS
     best = float("inf")
     k = 0
     while k < runs:

@@ -329,10 +329,10 @@ def test_auto_method_is_the_faster_one_measured_here(monkeypatch):
         slower = "recompute" if faster == "loop" else "loop"
         monkeypatch.setattr(gates_module.choice, "_CHOICES", {})
         monkeypatch.setattr(gates_module.choice, "probe",
-                            lambda *a, faster=faster, slower=slower: calls.append(1) or {faster: 0.001, slower: 0.003})
+                            lambda *a, faster=faster, slower=slower: calls.append(1) or (6, {faster: 0.001, slower: 0.003}))
         choice = gates_module.choose_method(spec, lstm, x)
         assert choice.name == faster and choice.timings_s == {faster: 0.001, slower: 0.003}
-        assert f"{faster} 1 ms, {slower} 3 ms" in choice.reason
+        assert f"on 6 steps of layer 0: {faster} 1 ms, {slower} 3 ms" in choice.reason
         assert gates_module.choose_method(spec, lstm, x).name == faster  # cached: no second probe
     assert len(calls) == 2
     assert gates_module.choose_method(spec, lstm, x, "loop").reason == "chosen with --method"
@@ -342,8 +342,23 @@ def test_the_probe_times_both_methods_on_the_real_model():
     for bidirectional in (False, True):
         spec = LSTMSpec(input_size=8, hidden_size=16, num_layers=2, seq_len=6, batch_size=3, bidirectional=bidirectional)
         lstm, x = _model(spec)
-        timings = gates_module.choice.probe(spec, lstm, model.time_major(x, spec), "auto")
-        assert set(timings) == {"loop", "recompute"} and all(0 < t < 5 for t in timings.values())
+        steps, timings = gates_module.choice.probe(spec, lstm, model.time_major(x, spec), "auto")
+        assert steps == 6 and set(timings) == {"loop", "recompute"} and all(0 < t < 5 for t in timings.values())
+
+
+def test_a_cheap_probe_projects_both_methods_to_the_whole_sequence(monkeypatch):
+    """Under SMALL_PROBE_S, both methods also run a longer probe and the comparison is of
+    t(short) + (T - short) x the per-step difference: fixed costs per call count once."""
+    spec = LSTMSpec(input_size=4, hidden_size=8, num_layers=1, seq_len=100, batch_size=2)
+    lstm, x = _model(spec)
+    fixed = {"loop": 0.001, "recompute": 0.004}  # seconds per call
+    per_step = {"loop": 2e-5, "recompute": 1e-5}
+    monkeypatch.setattr(gates_module.choice, "best_seconds", lambda run, device: run())
+    monkeypatch.setattr(gates_module.choice, "_probe_runs", lambda spec, lstm, x_tm, gemm, steps: {
+        name: (lambda name=name: fixed[name] + steps * per_step[name]) for name in fixed})
+    steps, projected = gates_module.choice.probe(spec, lstm, model.time_major(x, spec), "auto")
+    assert steps == gates_module.choice.LONG_PROBE_STEPS
+    assert projected == pytest.approx({name: fixed[name] + 100 * per_step[name] for name in fixed})
 
 
 def test_the_layerwise_reference_is_nn_lstm_and_the_subset_is_its_rows():
