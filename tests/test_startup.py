@@ -42,3 +42,15 @@ def test_version_and_python_dash_m():
     result = _python("-m", "lstm_cli", "--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"lstm-cli {__version__}"
+
+
+def test_torch_s_import_leaves_nothing_for_the_garbage_collector_to_walk():
+    """A command's torch side freezes what importing torch made, so no full collection walks it."""
+    probe = (
+        "import gc, torch\n"
+        "before = gc.get_freeze_count()\n"
+        "import lstm_cli.runtime\n"
+        "print('FROZEN', before, gc.get_freeze_count() > 100_000)\n"
+    )
+    result = _python("-c", probe)
+    assert "FROZEN 0 True" in result.stdout, result.stdout + result.stderr
