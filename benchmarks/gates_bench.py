@@ -20,7 +20,8 @@ import statistics
 import torch
 
 from lstm_cli.gates import LoopCapture, RecomputeCapture, capture_gates
-from lstm_cli.gates.run import make_reference, plan_capture
+from lstm_cli.gates.reference import make_reference
+from lstm_cli.gates.run import plan_capture
 from lstm_cli.model import build_lstm, make_input, place, run_lstm
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.timing import interleaved_seconds

@@ -11,7 +11,8 @@ import torch
 
 from lstm_cli import cells
 from lstm_cli.gates import capture_gates, extra_elements
-from lstm_cli.gates.run import make_reference, plan_capture
+from lstm_cli.gates.reference import make_reference
+from lstm_cli.gates.run import plan_capture
 from lstm_cli.gates_options import GatesOptions
 from lstm_cli.model import prepare, run_lstm
 from lstm_cli.runtime import collect_warnings

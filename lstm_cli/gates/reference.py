@@ -26,6 +26,7 @@ from lstm_cli.model import (
     time_major,
 )
 from lstm_cli.spec import LSTMSpec
+from lstm_cli.verify.loop64 import loop_forward
 
 
 @dataclass
@@ -37,6 +38,11 @@ class Reference:
     sequences: list[int] | None = None  # the user's sequences it ran, in order; None: all
     # recompute: each layer's output (T, B, D * H_out), time-major, in the working batch order
     layer_outputs: list[torch.Tensor] | None = None
+
+    def batched_states(self, spec: LSTMSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_n and c_n with a batch dimension, also for unbatched input: (D * layers, n, ...)."""
+        h_n, c_n = self.forward.h_n, self.forward.c_n
+        return (h_n.unsqueeze(1), c_n.unsqueeze(1)) if spec.unbatched else (h_n, c_n)
 
     def rows(self, sequences: list[int]) -> list[int]:
         """Where each of the user's `sequences` sits in this reference's batch."""
@@ -103,3 +109,18 @@ def subset_forward(lstm: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec, sequenc
     lengths = None if spec.lengths is None else tuple(spec.lengths[n] for n in sequences)
     subset = replace(spec, batch_size=len(sequences), lengths=lengths)
     return Reference(run_lstm(lstm, x.index_select(dim, index), subset), "nn.LSTM", list(sequences))
+
+
+def make_reference(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, method: str, whole_batch: bool,
+                   sequences: list[int]) -> Reference:
+    """What the capture is compared with (the module docstring says why): a float64 loop for gates
+    nn.LSTM cannot run; nn.LSTM one layer at a time for recompute; nn.LSTM on the whole batch
+    when `whole_batch` (--export writes its output); else nn.LSTM on `sequences` only."""
+    if spec.recurrent_activation != "sigmoid":
+        return Reference(loop_forward(lstm, x, spec, spec.recurrent_activation),
+                         f"a float64 loop with {spec.recurrent_activation} gates")
+    if method == "recompute":
+        return layerwise_forward(lstm, x, spec)
+    if whole_batch:
+        return Reference(run_lstm(lstm, x, spec), "nn.LSTM")
+    return subset_forward(lstm, x, spec, sequences)

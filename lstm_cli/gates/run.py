@@ -20,13 +20,12 @@ from lstm_cli.gates.choice import MethodChoice, choose_method
 from lstm_cli.gates.export import export_tensors
 from lstm_cli.gates.heatmap import Heatmap, build_heatmap
 from lstm_cli.gates.kernels import Chunk, LoopCapture, RecomputeCapture, chunk_steps_for
-from lstm_cli.gates.reference import Reference, layerwise_forward, subset_forward
+from lstm_cli.gates.reference import Reference, make_reference
 from lstm_cli.gates.stats import DirectionRecorder, LayerGates
 from lstm_cli.gates_options import GatesOptions, Thresholds, units_plot_path
-from lstm_cli.model import direction_weights, prepare, run_lstm, time_major
+from lstm_cli.model import direction_weights, prepare, time_major
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import LSTMSpec
-from lstm_cli.verify.loop64 import loop_forward
 from lstm_cli.verify.rule import Rule
 from lstm_cli.verify.shadow import (
     SHADOW_SEQUENCES,
@@ -234,8 +233,7 @@ def end_to_end(spec: LSTMSpec, capture: Capture, reference: Reference) -> EndToE
     """The capture's trajectory against the reference's: last layer's output and every final
     state, over the sequences the reference ran."""
     forward = reference.forward
-    h_n = forward.h_n.unsqueeze(1) if spec.unbatched else forward.h_n
-    c_n = forward.c_n.unsqueeze(1) if spec.unbatched else forward.c_n
+    h_n, c_n = reference.batched_states(spec)
     if reference.sequences is None:
         h_n, c_n = capture.batch.to_working(h_n, 1), capture.batch.to_working(c_n, 1)
         return EndToEnd(capture.output_diff, max_abs_diff(capture.h_n, h_n), max_abs_diff(capture.c_n, c_n),
@@ -280,29 +278,13 @@ def run_shadow_for(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, referen
     last = [capture.sampled[(spec.num_layers - 1, d)].output for d in spec.directions()]
     rows = torch.tensor([working_row(capture.batch, n) for n in shadowed], device=capture.h_n.device)
     forward = reference.forward
-    h_n = forward.h_n.unsqueeze(1) if spec.unbatched else forward.h_n
-    c_n = forward.c_n.unsqueeze(1) if spec.unbatched else forward.c_n
+    h_n, c_n = reference.batched_states(spec)
     users = torch.tensor(reference.rows(shadowed), device=h_n.device)
     errors = [
         run.error("nn.LSTM", time_major(forward.output, spec)[:, users], h_n[:, users], c_n[:, users]),
         run.error("gate capture", torch.cat(last, dim=-1), capture.h_n[:, rows], capture.c_n[:, rows]),
     ]
     return run.summary(errors), None
-
-
-def make_reference(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, method: str, whole_batch: bool,
-                   sequences: list[int]) -> Reference:
-    """What the capture is compared with (gates.reference says why): a float64 loop for gates
-    nn.LSTM cannot run; nn.LSTM one layer at a time for recompute; nn.LSTM on the whole batch
-    when `whole_batch` (--export writes its output); else nn.LSTM on `sequences` only."""
-    if spec.recurrent_activation != "sigmoid":
-        return Reference(loop_forward(lstm, x, spec, spec.recurrent_activation),
-                         f"a float64 loop with {spec.recurrent_activation} gates")
-    if method == "recompute":
-        return layerwise_forward(lstm, x, spec)
-    if whole_batch:
-        return Reference(run_lstm(lstm, x, spec), "nn.LSTM")
-    return subset_forward(lstm, x, spec, sequences)
 
 
 @dataclass
