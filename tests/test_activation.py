@@ -62,8 +62,8 @@ def test_a_capture_that_uses_sigmoid_for_a_hard_sigmoid_model_fails_its_check(mo
     spec = hard_spec("hard_sigmoid")
     prepared = scaled_lstm(spec)
     monkeypatch.setattr(gates_run, "prepare", lambda *a, **k: prepared)
-    real = gates_kernels.activate
-    monkeypatch.setattr(gates_kernels, "activate", lambda g, activation="sigmoid": real(g, "sigmoid"))
+    real = gates_kernels.activate_blocks
+    monkeypatch.setattr(gates_kernels, "activate_blocks", lambda i_f, o, g, activation="sigmoid": real(i_f, o, g, "sigmoid"))
     result = gates_module.run_gates(spec, GatesOptions())
     assert not result.passed
     assert all(check.first_bad is not None and check.first_bad["step"] in (0, 11) for check in result.checks[:2])

@@ -324,7 +324,7 @@ def test_planted_mistakes_in_the_capture_fail(run_cli, monkeypatch, trained_bidi
     elif kind == "backward":
         for capture in (gates_module.LoopCapture, gates_module.RecomputeCapture):
             real_run = capture.run
-            monkeypatch.setattr(capture, "run", lambda self, x, h, w, reverse, b, n, real_run=real_run: real_run(self, x, h, w, False, b, n))
+            monkeypatch.setattr(capture, "run", lambda self, x, h, w, reverse, b, n, h_out=None, real_run=real_run: real_run(self, x, h, w, False, b, n, h_out))
     else:  # every row runs at every step: padding flows into the states of short sequences
         monkeypatch.setattr(gates_module.WorkingBatch, "size_at", lambda self, t: self.B)
     result = run_cli("gates", "--json", "--method", method, "--dtype", dtype, *flags)

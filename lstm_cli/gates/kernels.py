@@ -56,14 +56,19 @@ def _step_order(t0: int, t1: int, reverse: bool) -> range:
 def activate(gates: torch.Tensor, activation: str = "sigmoid") -> None:
     """In place on (..., 4, H) pre-activations: sigmoid (or a loaded model's hard sigmoid,
     clip(a z + 0.5, 0, 1)) on i, f, o; tanh on g."""
+    activate_blocks(gates[..., 0:2, :], gates[..., 3, :], gates[..., 2, :], activation)
+
+
+def activate_blocks(i_f: torch.Tensor, o: torch.Tensor, g: torch.Tensor, activation: str = "sigmoid") -> None:
+    """`activate` on views of the i and f gates together, o, and g."""
     if activation == "sigmoid":
-        gates[..., 0:2, :].sigmoid_()
-        gates[..., 3, :].sigmoid_()
+        i_f.sigmoid_()
+        o.sigmoid_()
     else:
         slope = HARD_SIGMOID_SLOPES[activation]
-        for block in (gates[..., 0:2, :], gates[..., 3, :]):
+        for block in (i_f, o):
             block.mul_(slope).add_(0.5).clamp_(0.0, 1.0)
-    gates[..., 2, :].tanh_()
+    g.tanh_()
 
 
 def input_projection(x: torch.Tensor, w: DirectionWeights, out: torch.Tensor) -> torch.Tensor:
@@ -96,6 +101,26 @@ class ChunkBuffers:
         return self.tensors[name][:steps]
 
 
+@dataclass
+class StepViews:
+    """Views of one step's gates, (rows, 4H) in PyTorch's i, f, g, o order. Made once per slot
+    of the chunk buffer and reused by every chunk: the dozen views of a step cost about 15 us,
+    as much as the step's element-wise arithmetic at a hidden size of 256."""
+
+    flat: torch.Tensor  # (rows, 4H): what the step GEMM adds h W_hh^T into
+    i_f: torch.Tensor  # (rows, 2, H)
+    i: torch.Tensor  # (rows, H), and so on
+    f: torch.Tensor
+    g: torch.Tensor
+    o: torch.Tensor
+
+    @classmethod
+    def of(cls, gates: torch.Tensor) -> StepViews:
+        """gates: one step's (rows, 4, H)."""
+        rows, _, H = gates.shape
+        return cls(gates.view(rows, 4 * H), gates[:, 0:2], gates[:, 0], gates[:, 1], gates[:, 2], gates[:, 3])
+
+
 class LoopCapture:
     """Step by step, gates written in place into the chunk's input projection."""
 
@@ -108,17 +133,23 @@ class LoopCapture:
         self.activation = activation  # of i, f, o
 
     def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
-            batch: WorkingBatch, chunk_steps: int) -> Iterator[Chunk]:
+            batch: WorkingBatch, chunk_steps: int, h_out: torch.Tensor | None = None) -> Iterator[Chunk]:
+        """h_out: a (T, B, H_out) view to write h into (the next layer's input), or None for a
+        work buffer; each chunk's h is a view of it."""
         T, B, _ = x.shape
         H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
         gemm = StepGemm(w.w_hh, B, self.gemm)
         self.gemm_choices.append(gemm.choice)
-        work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out, raw=H if w.w_hr is not None else 0)
+        work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out if h_out is None else 0,
+                            raw=H if w.w_hr is not None else 0)
+        buffer = work("gates", chunk_steps).view(chunk_steps, B, 4, H)
+        full_steps = [StepViews.of(buffer[s]) for s in range(chunk_steps)]  # every row runs
         h_prev, c_prev = x.new_zeros(B, H_out), x.new_zeros(B, H)  # carried from chunk to chunk
         for t0, t1 in chunk_bounds(T, chunk_steps, reverse):
             n = t1 - t0
             gates = input_projection(x[t0:t1], w, work("gates", n).view(n * B, 4 * H)).view(n, B, 4, H)
-            cs, hs, raw = work("c", n), work("h", n), work("raw", 1)[0]
+            cs, raw = work("c", n), work("raw", 1)[0]
+            hs = work("h", n) if h_out is None else h_out[t0:t1]
             if batch.packed:
                 # A sequence that has not started yet (backward direction) reads a zero state
                 # at its first step, which is its own last one.
@@ -127,12 +158,15 @@ class LoopCapture:
             h_step, c_step = h_prev, c_prev
             for t in _step_order(t0, t1, reverse):
                 s, bs = t - t0, batch.size_at(t)
-                g = gates[s, :bs]
-                gemm(g.view(bs, 4 * H), h_step[:bs])
-                activate(g, self.activation)
-                c = torch.mul(g[:, 1], c_step[:bs], out=cs[s, :bs]).addcmul_(g[:, 0], g[:, 2])
-                rebuild_h(c, g[:, 3], w, out=hs[s, :bs], raw=raw[:bs] if raw.numel() else None)
-                h_step, c_step = hs[s], cs[s]
+                if bs == B:
+                    v, h_in, c_in, c_new, h_new = full_steps[s], h_step, c_step, cs[s], hs[s]
+                else:  # a packed batch's shorter sequences have ended
+                    v, h_in, c_in, c_new, h_new = StepViews.of(gates[s, :bs]), h_step[:bs], c_step[:bs], cs[s, :bs], hs[s, :bs]
+                gemm(v.flat, h_in)
+                activate_blocks(v.i_f, v.o, v.g, self.activation)
+                c = torch.mul(v.f, c_in, out=c_new).addcmul_(v.i, v.g)
+                rebuild_h(c, v.o, w, out=h_new, raw=raw[:bs] if raw.numel() else None)
+                h_step, c_step = (h_new, c_new) if bs == B else (hs[s], cs[s])
             h_prev.copy_(h_step)
             c_prev.copy_(c_step)
             yield Chunk(t0, t1, gates, cs, hs)
@@ -145,10 +179,11 @@ class RecomputeCapture:
     needs_layer_output = True
 
     def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
-            batch: WorkingBatch, chunk_steps: int) -> Iterator[Chunk]:
+            batch: WorkingBatch, chunk_steps: int, h_out: torch.Tensor | None = None) -> Iterator[Chunk]:
+        """h_out: as LoopCapture.run's."""
         T, B, _ = x.shape
         H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
-        work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out, ig=H, f=H,
+        work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out if h_out is None else 0, ig=H, f=H,
                             raw=H if w.w_hr is not None else 0)
         c_prev = x.new_zeros(B, H)
         for t0, t1 in chunk_bounds(T, chunk_steps, reverse):
@@ -169,7 +204,8 @@ class RecomputeCapture:
                 s = t - t0
                 c_prev = torch.addcmul(ig[s], f[s], c_prev, out=cs[s])
             c_prev = c_prev.clone()  # cs is reused by the next chunk
-            hs = rebuild_h(cs, o, w, out=work("h", n), raw=work("raw", n) if w.w_hr is not None else None)
+            hs = rebuild_h(cs, o, w, out=work("h", n) if h_out is None else h_out[t0:t1],
+                           raw=work("raw", n) if w.w_hr is not None else None)
             yield Chunk(t0, t1, gates, cs, hs)
 
 

@@ -203,12 +203,12 @@ def capture_gates(
                 sampled[(layer, direction)] = keeper
             w = direction_weights(lstm, layer, direction)
             h_seq = None if layer_out is None else layer_out[:, :, cols]
-            for chunk in method.run(inp, h_seq, w, d == 1, batch, steps):
+            # The method writes h straight into the next layer's input (no copy of it).
+            h_out = None if next_inp is None else next_inp[:, :, cols]
+            for chunk in method.run(inp, h_seq, w, d == 1, batch, steps, h_out=h_out):
                 recorder.add(chunk)
                 if keeper is not None:
                     keeper.add(chunk, inp, h_seq)
-                if next_inp is not None:
-                    next_inp[chunk.t0 : chunk.t1, :, cols] = chunk.h
                 if last and ref_out is not None:
                     output_diff = _max_diff(output_diff, chunk.h, ref_out[chunk.t0 : chunk.t1, :, cols],
                                             batch.valid_rows(chunk.t0, chunk.t1))
