@@ -3,7 +3,6 @@ statistics checked against the independent float64 reference on its own weights.
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from lstm_cli.cli import spec_from_flags
-from lstm_cli.errors import UsageError
 from lstm_cli.model import prepare, run_lstm
 from lstm_cli.spec import LSTMSpec
 

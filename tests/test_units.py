@@ -17,7 +17,6 @@ import lstm_cli.plot as plot_module
 from lstm_cli import model
 from lstm_cli.cli import main
 from lstm_cli.gates import GatesOptions, GateAccumulator, Thresholds, run_gates
-from lstm_cli.gates_options import make_options
 from lstm_cli.plot import UNIT_MARKERS, units_figure
 from lstm_cli.spec import LSTMSpec
 from tests.reference import reference_lstm

@@ -15,7 +15,6 @@ from rich.text import Text
 
 from lstm_cli.checks import Check
 from lstm_cli.guard import LIVE_DISPLAYS
-from lstm_cli.shapes import shape_text
 
 
 def format_diff(value: float | None) -> str:
