@@ -117,7 +117,7 @@ class GateAccumulator:
             self.low = self.thresholds[:, 0].to(rows.device, rows.dtype).view(1, 4, 1)
             self.high = self.thresholds[:, 1].to(rows.device, rows.dtype).view(1, 4, 1)
         # Over the rows first (one column reduction of (rows, 4H)), then over each gate's units:
-        # about 1.6x faster on CPU than reducing (0, 2) of (rows, 4, H) at once.
+        # about 1.4x faster on CPU than reducing (0, 2) of (rows, 4, H) at once.
         columns = rows.reshape(rows.shape[0], 4 * self.H)
         self.min = torch.minimum(self.min, columns.amin(0).view(4, self.H).amin(1).to(acc))
         self.max = torch.maximum(self.max, columns.amax(0).view(4, self.H).amax(1).to(acc))
