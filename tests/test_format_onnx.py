@@ -74,6 +74,13 @@ def x_input(features: int, batch_major: bool = False):
     return helper.make_tensor_value_info("X", TensorProto.FLOAT, dims)
 
 
+def assert_original_run_matches(found, original: nn.LSTM, x: torch.Tensor) -> None:
+    """The found LSTM's run of the file as it stands (onnxruntime) gives nn.LSTM's output."""
+    with torch.no_grad():
+        expected, _ = original(x)
+    torch.testing.assert_close(found.run_original(x)[0], expected, **CLOSE)
+
+
 def lstm_file(path, lstm: nn.LSTM, *, name="lstm", layout=0, extra_inputs=(), extra_initializers=(), **attrs):
     """A file holding one LSTM node with `lstm`'s weights as initializers."""
     w, r, b = onnx_weights(lstm)
@@ -416,10 +423,7 @@ def test_unknown_attributes_are_noted_and_mistyped_ones_rejected(tmp_path):
     path = lstm_file(tmp_path / "odd.onnx", original, flavour="spicy")
     [found] = read(path).found
     assert found.notes == ["attribute 'flavour' is not an ONNX LSTM attribute: ignored"]
-    x = torch.randn(4, 2, 3)
-    with torch.no_grad():
-        expected, _ = original(x)
-    torch.testing.assert_close(found.run_original(x)[0], expected, **CLOSE)
+    assert_original_run_matches(found, original, torch.randn(4, 2, 3))
 
     model = onnx.load(str(path))
     attrs = model.graph.node[0].attribute
@@ -436,10 +440,7 @@ def test_peepholes_zero_are_dropped_and_nonzero_rejected(tmp_path):
     path = lstm_file(tmp_path / "p0.onnx", original, extra_inputs=["", "", "", "P"], extra_initializers=[zero])
     [found] = read(path).found
     assert found.notes == ["peephole weights P are all zero: dropped"]
-    x = torch.randn(4, 2, 3)
-    with torch.no_grad():
-        expected, _ = original(x)
-    torch.testing.assert_close(found.run_original(x)[0], expected, **CLOSE)
+    assert_original_run_matches(found, original, torch.randn(4, 2, 3))
 
     nonzero = np.zeros((1, 12), np.float32)
     nonzero[0, 5] = 0.25
@@ -469,10 +470,7 @@ def test_run_time_state_and_lengths_are_notes_and_the_checks_start_from_zero(tmp
             "so their outputs differ from this graph's"
         ),
     ]
-    x = torch.randn(5, 2, 3)
-    with torch.no_grad():
-        expected, _ = original(x)
-    torch.testing.assert_close(found.run_original(x)[0], expected, **CLOSE)
+    assert_original_run_matches(found, original, torch.randn(5, 2, 3))
 
 
 def test_weights_known_only_at_run_time_are_rejected(tmp_path):
