@@ -40,11 +40,8 @@ def place(spec: LSTMSpec, extra_elements: int = 0) -> Placement:
     dtype = TORCH_DTYPES[spec.dtype]
     ensure_fits(spec, device, extra_elements)
     check_runnable(device, dtype)
-    if device.type == "cpu":
-        # A trained LSTM's decaying activations reach the denormal range, where oneDNN's LSTM
-        # ran 1500x slower (examples/memory_lstm.pt: 300 ms against 0.2 ms a forward pass).
-        # Flushing them to zero changes no result by more than 1e-38.
-        torch.set_flush_denormal(True)
+    # No torch.set_flush_denormal here, nor any other global float mode: the numbers shown must
+    # be the ones the user's own program computes, denormals included (issue 21).
     return Placement(device, dtype)
 
 
