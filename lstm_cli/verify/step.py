@@ -167,7 +167,7 @@ def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: 
     `activation` is that of i, f, o (sigmoid, or a loaded model's hard sigmoid);
     `activation_floor` an absolute error, in u, of the checked path's sigmoid and tanh on top
     of the relative one (a runtime whose activations are approximations, see rule.py)."""
-    u, u_in = rule.u, rule.u_in
+    u, u_in, eta = rule.u, rule.u_in, rule.eta
     x64, h64, c64 = x.double(), h_prev.double(), c_prev.double()
     z_x, z_h = x64 @ w.w_ih.T, h64 @ w.w_hh.T
     z = z_x + z_h if w.b is None else z_x + z_h + w.b
@@ -189,35 +189,48 @@ def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: 
     e_z = GEMM_ULPS * u * (magnitude + math.sqrt(x.shape[-1]) * z_x.abs() + math.sqrt(h_prev.shape[-1]) * z_h.abs())
     if u_in:
         e_z += 2 * u_in * magnitude
+    e_z += GEMM_ULPS * (x.shape[-1] + h_prev.shape[-1] + 1) * eta  # each product may underflow
     e_z = e_z.view(-1, 4, H)
     # The largest slope of sigmoid (tanh) on [z - e, z + e] is where |z| is smallest there.
     nearest = (z.view(-1, 4, H).abs() - e_z).clamp(min=0)
     slope = torch.empty_like(nearest)
-    slope[:, 2] = 1 - nearest[:, 2].tanh().square()
-    e_gates = ACTIVATION_ULPS * u * gates.abs()
+    slope[:, 2] = tanh_slope(nearest[:, 2])
+    e_gates = ACTIVATION_ULPS * (u * gates.abs() + eta)
     if activation == "sigmoid":
-        s = nearest[:, (0, 1, 3)].sigmoid()
-        slope[:, (0, 1, 3)] = s * (1 - s)
+        slope[:, (0, 1, 3)] = sigmoid_slope(nearest[:, (0, 1, 3)])
     else:
         # clip(a z + 0.5, 0, 1): slope a at most; a z and the + 0.5 each round once, on values
         # that may be larger than the gate itself.
         a = HARD_SIGMOID_SLOPES[activation]
         slope[:, (0, 1, 3)] = a
-        e_gates[:, (0, 1, 3)] = ACTIVATION_ULPS * u * (a * z.view(-1, 4, H)[:, (0, 1, 3)].abs() + 0.5)
+        e_gates[:, (0, 1, 3)] = ACTIVATION_ULPS * (u * (a * z.view(-1, 4, H)[:, (0, 1, 3)].abs() + 0.5) + eta)
     e_gates = e_gates + slope * e_z + activation_floor * u
     e_i, e_f, e_g, e_o = e_gates.unbind(1)
     e_c = (c64.abs() * e_f + g.abs() * e_i + i * e_g + e_i * e_g
-           + ACTIVATION_ULPS * u * ((f * c64).abs() + (i * g).abs()))
-    tanh_slope = 1 - (c.abs() - e_c).clamp(min=0).tanh().square()
-    e_r = tanh_c.abs() * e_o + o * (tanh_slope * e_c + activation_floor * u) + ACTIVATION_ULPS * u * r.abs()
+           + ACTIVATION_ULPS * (u * ((f * c64).abs() + (i * g).abs()) + eta))
+    slope_c = tanh_slope((c.abs() - e_c).clamp(min=0))
+    e_r = tanh_c.abs() * e_o + o * (slope_c * e_c + activation_floor * u) + ACTIVATION_ULPS * (u * r.abs() + eta)
     if w.w_hr is None:
         e_h = e_r
     else:
         r_magnitude = (r.abs().float() @ w.abs_hr.T).double()
         e_h = (e_r.float() @ w.abs_hr.T).double() + GEMM_ULPS * u * (r_magnitude + math.sqrt(r.shape[-1]) * h.abs())
+        e_h += GEMM_ULPS * (r.shape[-1] + 1) * eta
         if u_in:
             e_h += 2 * u_in * r_magnitude
     return StepReference(gates, c, h, e_gates, e_c, e_h)
+
+
+def sigmoid_slope(z: torch.Tensor) -> torch.Tensor:
+    """sigma'(z) = sigma(z) sigma(-z): s (1 - s) is exactly 0 in float64 once |z| > 37, where the
+    true slope (1e-16 and below) still carries a float32 gate's error."""
+    return z.sigmoid() * (-z).sigmoid()
+
+
+def tanh_slope(z: torch.Tensor) -> torch.Tensor:
+    """tanh'(z) = 1 - tanh(z)^2 = 4 sigma(2z) sigma(-2z), without the cancellation (0 in float64
+    once |z| > 19)."""
+    return 4 * (2 * z).sigmoid() * (-2 * z).sigmoid()
 
 
 @dataclass
