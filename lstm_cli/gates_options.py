@@ -173,10 +173,10 @@ def make_options(
 ) -> GatesOptions:
     """Validate the command line's own flags; each bad value is one UsageError line."""
     check_tolerances(atol, rtol)
-    if method == "recompute" and spec.recurrent_activation != "sigmoid":
+    if method == "recompute" and spec.own_loop_only:
         raise UsageError(
             f"--method recompute rebuilds the gates from nn.LSTM's output, and nn.LSTM cannot run this "
-            f"model's {spec.recurrent_activation} gates: drop --method (auto runs the model's own loop)"
+            f"model's {spec.own_loop_only}: drop --method (auto runs the model's own loop)"
         )
     plot_path = check_plot(plot)
     plot_range_chosen, plot_layers = check_plot_choices(spec, plot_path, plot_range, layers)

@@ -74,13 +74,13 @@ def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None
     with collect_warnings(notes):
         prepared = prepare(spec)
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
-        if spec.recurrent_activation == "sigmoid":
+        if spec.own_loop_only is None:
             forward = run_lstm(lstm, x, spec)
         else:
             forward = loop_forward(lstm, x, spec, spec.recurrent_activation)
             notes.append(
-                f"this model's gates are {spec.recurrent_activation}, which nn.LSTM cannot compute: output, "
-                "h_n and c_n come from a float64 loop with that activation (the identities hold for any activation)"
+                f"this model has {spec.own_loop_only}, which nn.LSTM cannot compute: output, h_n and c_n "
+                "come from a float64 loop of the model's own equations (the identities hold for any LSTM)"
             )
     if spec.dropout and spec.num_layers > 1:
         notes.append("dropout acts in train mode only; inspect runs in eval mode, so none applied")

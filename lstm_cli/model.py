@@ -59,7 +59,12 @@ def build_lstm(spec: LSTMSpec, placement: Placement) -> nn.LSTM:
         from lstm_cli.sources import find_lstm
 
         lstm = nn.LSTM(**kwargs, dtype=placement.dtype)
-        lstm.load_state_dict(find_lstm(spec.weights, spec.key, spec.trust_checkpoint).state)
+        group = find_lstm(spec.weights, spec.key, spec.trust_checkpoint)
+        lstm.load_state_dict(group.state)
+        for name, p in (group.found.peepholes if group.found else {}).items():
+            # Buffers move and cast with the module; nn.LSTM's own forward never reads them
+            # (commands that run it refuse peephole models), lstm-cli's loops do.
+            lstm.register_buffer(name, p.to(placement.dtype))
         return lstm.to(device=placement.device).eval()
     lstm = nn.LSTM(**kwargs, dtype=torch.float32)
     init_uniform(lstm, spec.hidden_size, weight_generator(spec))
@@ -194,12 +199,14 @@ class DirectionWeights:
     b_ih: torch.Tensor | None  # (4H,), None with --no-bias
     b_hh: torch.Tensor | None
     w_hr: torch.Tensor | None  # (P, H), None without proj_size
+    peephole: torch.Tensor | None = None  # (3, H), rows i, f, o: a loaded model's peepholes (ONNX P)
 
 
 def direction_weights(lstm: nn.LSTM, layer: int, direction: str) -> DirectionWeights:
     suffix = f"_l{layer}" + ("_reverse" if direction == "backward" else "")
     get = lambda name: getattr(lstm, name + suffix, None)  # noqa: E731
-    return DirectionWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"))
+    return DirectionWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"),
+                            get("peephole"))
 
 
 def time_major(x: torch.Tensor, spec: LSTMSpec) -> torch.Tensor:

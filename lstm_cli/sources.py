@@ -213,6 +213,7 @@ def describe_source(path: str, group: LSTMGroup) -> dict[str, Any]:
         "conversions": list(found.conversions) if found else [],
         "notes": list(found.notes) if found else [],
         "recurrent_activation": found.recurrent_activation if found else "sigmoid",
+        "peepholes": sorted(found.peepholes) if found else [],
     }
 
 
@@ -304,6 +305,7 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
         elif not recorded and "batch_first" in explicit:
             source["notes"].append("--batch-first given; the file records time-major input (L, N, H_in)")
         flags["recurrent_activation"] = source["recurrent_activation"]
+        flags["peepholes"] = bool(source["peepholes"])
         flags["stack_widths"] = group.stack_widths
         flags["source"] = source
     elif flags.get("key") is not None:

@@ -75,11 +75,22 @@ class LSTMSpec:
     embedding: str | None = None  # the embedding matrix's name (found when not given); None = one-hot
     # What --weights turned out to be (set by sources.resolve_flags, never by a flag):
     recurrent_activation: str = "sigmoid"  # of i, f, o; nn.LSTM computes only sigmoid
+    peepholes: bool = False  # the file's LSTM has peephole weights (ONNX P), which nn.LSTM cannot run
     stack_widths: tuple[int, ...] | None = None  # a free-form stack of LSTMCells of these widths
     source: dict | None = None  # file, format, key, conversions, notes (JSON-ready)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def own_loop_only(self) -> str | None:
+        """What nn.LSTM cannot compute in this model, in words (only lstm-cli's own loop runs
+        it: hard-sigmoid gates, peepholes), or None when nn.LSTM runs it exactly."""
+        if self.recurrent_activation != "sigmoid":
+            return f"{self.recurrent_activation} gates ({RECURRENT_ACTIVATIONS[self.recurrent_activation]})"
+        if self.peepholes:
+            return "peephole connections (ONNX P)"
+        return None
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -292,6 +303,11 @@ def check_runs_as_loaded(spec: LSTMSpec, command: str, stacks: bool = False, act
             f"{command} runs nn.LSTM, whose gates are sigmoid, and --weights {spec.weights} uses "
             f"{spec.recurrent_activation} ({RECURRENT_ACTIVATIONS[spec.recurrent_activation]}): "
             "its numbers would be wrong; inspect shows it and gates runs it exactly"
+        )
+    if spec.peepholes and not activations:
+        raise UsageError(
+            f"{command} runs nn.LSTM, which has no peephole connections, and --weights {spec.weights} "
+            "has them (ONNX P): its numbers would be wrong; inspect shows it and gates runs it exactly"
         )
 
 

@@ -437,7 +437,8 @@ def test_unknown_attributes_are_noted_and_mistyped_ones_rejected(tmp_path):
     assert read(path).rejected == [Rejected("lstm", "attribute hidden_size is of type STRING, not INT")]
 
 
-def test_peepholes_zero_are_dropped_and_nonzero_rejected(tmp_path):
+def test_peepholes_zero_are_dropped_and_nonzero_kept(tmp_path):
+    """Nonzero peepholes are kept for lstm-cli's own loop (tests/test_peephole.py runs them)."""
     torch.manual_seed(15)
     original = nn.LSTM(3, 4).eval()
     zero = numpy_helper.from_array(np.zeros((1, 12), np.float32), "P")
@@ -450,9 +451,9 @@ def test_peepholes_zero_are_dropped_and_nonzero_rejected(tmp_path):
     nonzero[0, 5] = 0.25
     path = lstm_file(tmp_path / "p1.onnx", original, extra_inputs=["", "", "", "P"],
                      extra_initializers=[numpy_helper.from_array(nonzero, "P")])
-    contents = read(path)
-    assert contents.found == []
-    assert contents.rejected == [Rejected("lstm", "peephole weights P are nonzero (largest |P| 0.25): nn.LSTM has no peepholes")]
+    [found] = read(path).found
+    assert found.peepholes["peephole_l0"][2, 1] == 0.25  # ONNX's o block (5 = H + 1) -> row o, unit 1
+    assert found.peepholes["peephole_l0"].abs().sum() == 0.25
 
 
 def test_run_time_state_and_lengths_are_notes_and_the_checks_start_from_zero(tmp_path):

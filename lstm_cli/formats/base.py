@@ -39,6 +39,10 @@ class Found:
     recurrent_activation: str = "sigmoid"  # a key of RECURRENT_ACTIVATIONS
     batch_first: bool | None = None  # None: the file does not record the input layout
     cell_stack: bool = False  # one nn.LSTMCell per layer (widths may differ), not an nn.LSTM
+    # Peephole weights (ONNX P), which nn.LSTM has no place for: name -> (3, H), rows i, f, o,
+    # named like the layer's other weights ("peephole_l0", "peephole_l0_reverse"). i and f add
+    # P_i c_(t-1) and P_f c_(t-1) to their pre-activations, o adds P_o c_t. Empty: none.
+    peepholes: dict[str, torch.Tensor] = field(default_factory=dict)
     # The LSTM as stored, run by its own runtime (onnxruntime for ONNX): takes time-major input
     # (L, N, input_size) float32 on the CPU and optional initial states h0, c0 (D, N, H), and
     # returns (output (L, N, D*H), h_n (D, N, H), c_n (D, N, H)) in PyTorch's layout. inspect

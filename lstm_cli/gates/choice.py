@@ -52,8 +52,8 @@ _CHOICES: dict[tuple, MethodChoice] = {}
 def choose_method(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, requested: str = "auto",
                   gemm: str = "auto") -> MethodChoice:
     """The capture method for this model and input, and why."""
-    if spec.recurrent_activation != "sigmoid":
-        return MethodChoice("loop", f"the model's gates are {spec.recurrent_activation}: only the loop computes them")
+    if spec.own_loop_only:
+        return MethodChoice("loop", f"the model has {spec.own_loop_only}: only the loop computes them")
     if requested != "auto":
         return MethodChoice(requested, "chosen with --method")
     x_tm = time_major(x, spec)

@@ -61,14 +61,30 @@ def activate(gates: torch.Tensor, activation: str = "sigmoid") -> None:
 
 def activate_blocks(i_f: torch.Tensor, o: torch.Tensor, g: torch.Tensor, activation: str = "sigmoid") -> None:
     """`activate` on views of the i and f gates together, o, and g."""
-    if activation == "sigmoid":
-        i_f.sigmoid_()
-        o.sigmoid_()
-    else:
-        slope = HARD_SIGMOID_SLOPES[activation]
-        for block in (i_f, o):
-            block.mul_(slope).add_(0.5).clamp_(0.0, 1.0)
+    recurrent_activation_(i_f, activation)
+    recurrent_activation_(o, activation)
     g.tanh_()
+
+
+def recurrent_activation_(block: torch.Tensor, activation: str) -> None:
+    """In place: sigmoid, or a loaded model's hard sigmoid clip(a z + 0.5, 0, 1)."""
+    if activation == "sigmoid":
+        block.sigmoid_()
+    else:
+        block.mul_(HARD_SIGMOID_SLOPES[activation]).add_(0.5).clamp_(0.0, 1.0)
+
+
+def peephole_step(v: StepViews, c_in: torch.Tensor, p: torch.Tensor, c_new: torch.Tensor,
+                  activation: str) -> torch.Tensor:
+    """One step's activations and c with peepholes (ONNX P, rows i, f, o), in place on the
+    step's pre-activations: i and f add P c_prev, o adds P_o times the new c."""
+    v.i_f.addcmul_(p[0:2], c_in.unsqueeze(1))
+    recurrent_activation_(v.i_f, activation)
+    v.g.tanh_()
+    c = torch.mul(v.f, c_in, out=c_new).addcmul_(v.i, v.g)
+    v.o.addcmul_(p[2], c)  # o waits for the new c
+    recurrent_activation_(v.o, activation)
+    return c
 
 
 def input_projection(x: torch.Tensor, w: DirectionWeights, out: torch.Tensor) -> torch.Tensor:
@@ -163,8 +179,11 @@ class LoopCapture:
                 else:  # a packed batch's shorter sequences have ended
                     v, h_in, c_in, c_new, h_new = StepViews.of(gates[s, :bs]), h_step[:bs], c_step[:bs], cs[s, :bs], hs[s, :bs]
                 gemm(v.flat, h_in)
-                activate_blocks(v.i_f, v.o, v.g, self.activation)
-                c = torch.mul(v.f, c_in, out=c_new).addcmul_(v.i, v.g)
+                if w.peephole is None:
+                    activate_blocks(v.i_f, v.o, v.g, self.activation)
+                    c = torch.mul(v.f, c_in, out=c_new).addcmul_(v.i, v.g)
+                else:
+                    c = peephole_step(v, c_in, w.peephole, c_new, self.activation)
                 rebuild_h(c, v.o, w, out=h_new, raw=raw[:bs] if raw.numel() else None)
                 h_step, c_step = (h_new, c_new) if bs == B else (hs[s], cs[s])
             h_prev.copy_(h_step)

@@ -116,9 +116,9 @@ def make_reference(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, method:
     """What the capture is compared with (the module docstring says why): a float64 loop for gates
     nn.LSTM cannot run; nn.LSTM one layer at a time for recompute; nn.LSTM on the whole batch
     when `whole_batch` (--export writes its output); else nn.LSTM on `sequences` only."""
-    if spec.recurrent_activation != "sigmoid":
+    if spec.own_loop_only:
         return Reference(loop_forward(lstm, x, spec, spec.recurrent_activation),
-                         f"a float64 loop with {spec.recurrent_activation} gates")
+                         f"a float64 loop with {spec.own_loop_only}")
     if method == "recompute":
         return layerwise_forward(lstm, x, spec)
     if whole_batch:

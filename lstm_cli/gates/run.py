@@ -340,7 +340,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
     with collect_warnings(notes):
         prepared = prepare(spec, extra_elements(spec, options), x)
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
-        exact = spec.recurrent_activation == "sigmoid"  # else nn.LSTM cannot run the model
+        exact = spec.own_loop_only is None  # else nn.LSTM cannot run the model
         plan = plan_capture(spec, lstm, x, options.method, options.gemm)
         choice, method, sample, shadowed = plan.choice, plan.method, plan.sample, plan.shadowed
         if progress is not None:

@@ -44,6 +44,7 @@ def run_direction(w: DirectionWeights, xs: torch.Tensor, lengths: torch.Tensor, 
     w_ih, w_hh = w.w_ih.double(), w.w_hh.double()
     b = None if w.b_ih is None else w.b_ih.double() + w.b_hh.double()
     w_hr = None if w.w_hr is None else w.w_hr.double()
+    p_i, p_f, p_o = (None, None, None) if w.peephole is None else w.peephole.double().unbind(0)
     xs = xs.double()
     T, N = xs.shape[:2]
     H = w_hh.shape[0] // 4
@@ -55,9 +56,11 @@ def run_direction(w: DirectionWeights, xs: torch.Tensor, lengths: torch.Tensor, 
         if b is not None:
             z = z + b
         i, f, g, o = z.view(N, 4, H).unbind(1)
-        i, f, g, o = (gate_activation(i, activation), gate_activation(f, activation), g.tanh(),
-                      gate_activation(o, activation))
+        if p_i is not None:  # peepholes: i and f see the previous c, o the new one (ONNX's LSTM)
+            i, f = i + p_i * c, f + p_f * c
+        i, f, g = gate_activation(i, activation), gate_activation(f, activation), g.tanh()
         c_new = f * c + i * g
+        o = gate_activation(o if p_o is None else o + p_o * c_new, activation)
         h_new = o * c_new.tanh()
         if kept is not None:
             kept[t] = torch.stack([i, f, g, o], dim=1)

@@ -135,6 +135,7 @@ class Weights64:
     abs_hh: torch.Tensor
     abs_b: torch.Tensor | None
     abs_hr: torch.Tensor | None
+    peephole: torch.Tensor | None = None  # (3, H) rows i, f, o, float64
 
     @classmethod
     def of(cls, w: DirectionWeights, device: torch.device) -> Weights64:
@@ -146,7 +147,8 @@ class Weights64:
 
         b = None if w.b_ih is None else f64(w.b_ih) + f64(w.b_hh)
         abs_b = None if w.b_ih is None else f64(w.b_ih).abs() + f64(w.b_hh).abs()
-        return cls(f64(w.w_ih), f64(w.w_hh), b, f64(w.w_hr), mag(w.w_ih), mag(w.w_hh), abs_b, mag(w.w_hr))
+        return cls(f64(w.w_ih), f64(w.w_hh), b, f64(w.w_hr), mag(w.w_ih), mag(w.w_hh), abs_b, mag(w.w_hr),
+                   f64(w.peephole))
 
 
 @dataclass
@@ -166,17 +168,25 @@ def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: 
     """PyTorch's LSTM equations for one step of R rows, in float64, with each element's bound;
     `activation` is that of i, f, o (sigmoid, or a loaded model's hard sigmoid);
     `activation_floor` an absolute error, in u, of the checked path's sigmoid and tanh on top
-    of the relative one (a runtime whose activations are approximations, see rule.py)."""
+    of the relative one (a runtime whose activations are approximations, see rule.py). With
+    peepholes (w.peephole), i and f add P_i c_prev and P_f c_prev to z, o adds P_o c (ONNX)."""
     u, u_in, eta = rule.u, rule.u_in, rule.eta
     x64, h64, c64 = x.double(), h_prev.double(), c_prev.double()
     z_x, z_h = x64 @ w.w_ih.T, h64 @ w.w_hh.T
     z = z_x + z_h if w.b is None else z_x + z_h + w.b
     H = w.w_hh.shape[0] // 4
-    gates = z.view(-1, 4, H).clone()
-    gates[:, (0, 1, 3)] = gate_activation(gates[:, (0, 1, 3)], activation)
-    gates[:, 2] = gates[:, 2].tanh()
-    i, f, g, o = gates.unbind(1)
+    z = z.view(-1, 4, H).clone()
+    if w.peephole is not None:
+        z[:, 0:2] += w.peephole[0:2] * c64.unsqueeze(1)
+    gates = z.clone()
+    gates[:, (0, 1)] = gate_activation(z[:, (0, 1)], activation)
+    gates[:, 2] = z[:, 2].tanh()
+    i, f, g = gates[:, 0], gates[:, 1], gates[:, 2]
     c = f * c64 + i * g
+    if w.peephole is not None:
+        z[:, 3] += w.peephole[2] * c
+    gates[:, 3] = gate_activation(z[:, 3], activation)
+    o = gates[:, 3]
     tanh_c = c.tanh()
     r = o * tanh_c
     h = r if w.w_hr is None else r @ w.w_hr.T
@@ -191,23 +201,33 @@ def reference_step(w: Weights64, x: torch.Tensor, h_prev: torch.Tensor, c_prev: 
         e_z += 2 * u_in * magnitude
     e_z += GEMM_ULPS * (x.shape[-1] + h_prev.shape[-1] + 1) * eta  # each product may underflow
     e_z = e_z.view(-1, 4, H)
-    # The largest slope of sigmoid (tanh) on [z - e, z + e] is where |z| is smallest there.
-    nearest = (z.view(-1, 4, H).abs() - e_z).clamp(min=0)
-    slope = torch.empty_like(nearest)
-    slope[:, 2] = tanh_slope(nearest[:, 2])
-    e_gates = ACTIVATION_ULPS * (u * gates.abs() + eta)
-    if activation == "sigmoid":
-        slope[:, (0, 1, 3)] = sigmoid_slope(nearest[:, (0, 1, 3)])
-    else:
+    if w.peephole is not None:  # P c_prev: a product and a sum, each rounded once
+        e_z[:, 0:2] += ACTIVATION_ULPS * (u * ((w.peephole[0:2] * c64.unsqueeze(1)).abs() + z[:, 0:2].abs()) + eta)
+
+    def bound(k: list[int], e: torch.Tensor) -> torch.Tensor:
+        """The bound of gates k (after their activation) whose pre-activations are within e."""
+        # The largest slope of sigmoid (tanh) on [z - e, z + e] is where |z| is smallest there.
+        nearest = (z[:, k].abs() - e).clamp(min=0)
+        if k == [2]:
+            return tanh_slope(nearest) * e + ACTIVATION_ULPS * (u * gates[:, k].abs() + eta) + activation_floor * u
+        if activation == "sigmoid":
+            return sigmoid_slope(nearest) * e + ACTIVATION_ULPS * (u * gates[:, k].abs() + eta) + activation_floor * u
         # clip(a z + 0.5, 0, 1): slope a at most; a z and the + 0.5 each round once, on values
         # that may be larger than the gate itself.
         a = HARD_SIGMOID_SLOPES[activation]
-        slope[:, (0, 1, 3)] = a
-        e_gates[:, (0, 1, 3)] = ACTIVATION_ULPS * (u * (a * z.view(-1, 4, H)[:, (0, 1, 3)].abs() + 0.5) + eta)
-    e_gates = e_gates + slope * e_z + activation_floor * u
-    e_i, e_f, e_g, e_o = e_gates.unbind(1)
+        return a * e + ACTIVATION_ULPS * (u * (a * z[:, k].abs() + 0.5) + eta) + activation_floor * u
+
+    e_gates = torch.empty_like(gates)
+    e_gates[:, 0:2] = bound([0, 1], e_z[:, 0:2])
+    e_gates[:, 2:3] = bound([2], e_z[:, 2:3])
+    e_i, e_f, e_g = e_gates[:, 0], e_gates[:, 1], e_gates[:, 2]
     e_c = (c64.abs() * e_f + g.abs() * e_i + i * e_g + e_i * e_g
            + ACTIVATION_ULPS * (u * ((f * c64).abs() + (i * g).abs()) + eta))
+    e_zo = e_z[:, 3]
+    if w.peephole is not None:  # P_o c reads the checked path's own c, off by up to e_c
+        e_zo = e_zo + w.peephole[2].abs() * e_c + ACTIVATION_ULPS * (u * ((w.peephole[2] * c).abs() + z[:, 3].abs()) + eta)
+    e_gates[:, 3:4] = bound([3], e_zo.unsqueeze(1))
+    e_o = e_gates[:, 3]
     slope_c = tanh_slope((c.abs() - e_c).clamp(min=0))
     e_r = tanh_c.abs() * e_o + o * (slope_c * e_c + activation_floor * u) + ACTIVATION_ULPS * (u * r.abs() + eta)
     if w.w_hr is None:

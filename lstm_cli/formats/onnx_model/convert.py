@@ -136,10 +136,19 @@ class Converter:
         if layout == 1:
             conversions.append("layout=1 (X is [N, L, I]): batch_first=True")
 
+        peepholes: dict[str, torch.Tensor] = {}
         if p is not None:
             if np.any(p != 0):
-                raise Refused(f"peephole weights P are nonzero (largest |P| {float(np.max(np.abs(p))):g}): nn.LSTM has no peepholes")
-            notes.append("peephole weights P are all zero: dropped")
+                for d, suffix in enumerate(suffixes):
+                    # ONNX stacks P as i, o, f; lstm-cli keeps i, f, o (nn.LSTM's order without g).
+                    peepholes[f"peephole_l0{suffix}"] = torch.from_numpy(
+                        np.ascontiguousarray(p[d].reshape(3, hidden)[ONNX_PEEPHOLE_FOR_TORCH]))
+                conversions.append(
+                    f"P {shape_text(p.shape)} -> {', '.join(peepholes)} (3, {hidden}): {split}, gate rows i, o, f -> i, f, o; "
+                    f"peepholes (largest |P| {float(np.max(np.abs(p))):g}), which nn.LSTM has no place for: "
+                    "lstm-cli's own loop runs them")
+            else:
+                notes.append("peephole weights P are all zero: dropped")
         notes.extend(run_time_input_notes(self.onnx, found))
 
         if self.onnxruntime is not None and stored["W"].dtype == np.float64:
@@ -152,6 +161,7 @@ class Converter:
         return Found(
             name=found.name, state=state, conversions=conversions, notes=notes,
             batch_first=layout == 1, run_original=run, run_original_name=run_name, run_original_exact=not quantized,
+            peepholes=peepholes,
         )
 
     def attributes(self, node: Any) -> tuple[dict[str, Any], list[str]]:
@@ -240,6 +250,10 @@ class Converter:
                     f"{role} is {shape_text(array.shape)} but a {direction} LSTM with hidden_size {hidden} needs {shape_text(expected[role])}"
                 )
         return hidden
+
+
+# P's blocks in ONNX are i, o, f: lstm-cli keeps a peephole's rows i, f, o.
+ONNX_PEEPHOLE_FOR_TORCH = [0, 2, 1]
 
 
 def _torch_order(block: np.ndarray, hidden: int) -> torch.Tensor:
