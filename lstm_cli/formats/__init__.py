@@ -23,6 +23,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "onnx": ("lstm_cli.formats.onnx_model", "read"),
     "hdf5": ("lstm_cli.formats.keras", "read"),
     "keras": ("lstm_cli.formats.keras", "read"),
+    "msgpack": ("lstm_cli.formats.msgpack_model", "read"),
 }
 
 

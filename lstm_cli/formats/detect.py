@@ -28,6 +28,11 @@ def detect(file: Path) -> Detected:
     with open(file, "rb") as handle:
         head = handle.read(HEAD_BYTES)
     size = file.stat().st_size
+    # Before the zip check: a thinc model ends with a torch.save zip held as bytes, and
+    # is_zipfile finds a zip's directory at the end of any file.
+    msgpack = _msgpack_kind(head)
+    if msgpack is not None:
+        return msgpack
     if zipfile.is_zipfile(file):
         return _zip_kind(file)
     if head.startswith(b"PK\x03\x04"):
@@ -77,6 +82,39 @@ def _zip_kind(file: Path) -> Detected:
         return Detected(None, "an Office document (zip)")
     listed = ", ".join(sorted(top)[:4])
     return Detected(None, f"a zip archive that is not a torch, TorchScript, npz or Keras file (it holds {listed})")
+
+
+def _msgpack_kind(head: bytes) -> Detected | None:
+    """A msgpack map whose first key is a short text key: spaCy/thinc models (84 a5 "nodes":
+    a map of 4 entries, first key "nodes"). A fixmap byte alone is too weak a sign, so the first
+    key must decode as printable ASCII."""
+    if not head:
+        return None
+    first = head[0]
+    if 0x81 <= first <= 0x8F:
+        start = 1
+    elif first == 0xDE:
+        start = 3
+    elif first == 0xDF:
+        start = 5
+    else:
+        return None
+    if len(head) <= start:
+        return None
+    marker = head[start]
+    if 0xA1 <= marker <= 0xBF:
+        key = head[start + 1 : start + 1 + (marker & 0x1F)]
+        if len(key) != marker & 0x1F:
+            return None
+    elif marker == 0xD9 and len(head) > start + 1:
+        key = head[start + 2 : start + 2 + head[start + 1]]
+    else:
+        return None
+    if not key or not all(0x20 <= byte < 0x7F for byte in key):
+        return None
+    if key == b"nodes":
+        return Detected("msgpack", "a spaCy/thinc model (msgpack)")
+    return Detected("msgpack", "a msgpack file")
 
 
 def _hdf5_after_user_block(file: Path, size: int) -> bool:
