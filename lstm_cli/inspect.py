@@ -72,7 +72,7 @@ def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None
                 rtol: float | None = None) -> InspectResult:
     notes: list[str] = []
     with collect_warnings(notes):
-        prepared = prepare(spec)
+        prepared = prepare(spec, command="inspect")
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
         if spec.own_loop_only is None:
             forward = run_lstm(lstm, x, spec)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_cli.runtime import TORCH_DTYPES, check_runnable, ensure_fits, resolve_device
+from lstm_cli.runtime import GRADIENT_CELLS, TORCH_DTYPES, check_runnable, ensure_fits, resolve_device
 from lstm_cli.spec import LSTMSpec
 
 # Weights use their own stream: input draws seed, weights draw seed + 2**32, so changing how
@@ -35,10 +35,11 @@ class Placement:
         return str(self.dtype).removeprefix("torch.")
 
 
-def place(spec: LSTMSpec, extra_elements: int = 0) -> Placement:
+def place(spec: LSTMSpec, extra_elements: int = 0, command: str = "forward",
+          cells: tuple[str, ...] = GRADIENT_CELLS, widths: tuple[int, ...] | None = None) -> Placement:
     device = resolve_device(spec.device)
     dtype = TORCH_DTYPES[spec.dtype]
-    ensure_fits(spec, device, extra_elements)
+    ensure_fits(spec, device, command, extra_elements, cells, widths)  # runtime.memory_copies
     check_runnable(device, dtype)
     # No torch.set_flush_denormal here, nor any other global float mode: the numbers shown must
     # be the ones the user's own program computes, denormals included (issue 21).
@@ -138,10 +139,11 @@ class Prepared:
     x: torch.Tensor
 
 
-def prepare(spec: LSTMSpec, extra_elements: int = 0, x: torch.Tensor | None = None) -> Prepared:
+def prepare(spec: LSTMSpec, extra_elements: int = 0, x: torch.Tensor | None = None,
+            command: str = "forward") -> Prepared:
     """Place, build, save (--save-weights) and make the input, in that order; `x` given is
     the input instead (a second model run on the first one's input)."""
-    placement = place(spec, extra_elements)
+    placement = place(spec, extra_elements, command)
     lstm = build_lstm(spec, placement)
     if spec.save_weights is not None:
         from lstm_cli.sources import save_state

@@ -35,7 +35,7 @@ class UnitStates:
 @torch.inference_mode()
 def unit_states(spec: LSTMSpec, sequence: int = 0) -> UnitStates:
     """Run `spec`'s model (weights and input as every command builds them) on one sequence."""
-    prepared = prepare(spec)
+    prepared = prepare(spec, command="units")  # units and trace: the same float64 loop
     xs = time_major(prepared.x, spec)[:, sequence : sequence + 1]
     steps = spec.seq_len if spec.lengths is None else spec.lengths[sequence]
     xs = xs[:steps].to("cpu")

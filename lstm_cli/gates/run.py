@@ -338,7 +338,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
     given is the input instead of the spec's own (--compare-weights runs A's input)."""
     notes: list[str] = []
     with collect_warnings(notes):
-        prepared = prepare(spec, extra_elements(spec, options), x)
+        prepared = prepare(spec, extra_elements(spec, options), x, command="gates")
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
         exact = spec.own_loop_only is None  # else nn.LSTM cannot run the model
         plan = plan_capture(spec, lstm, x, options.method, options.gemm)
