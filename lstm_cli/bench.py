@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from lstm_cli import cells
+from lstm_cli import cells, timing
 from lstm_cli.gates import capture_gates, extra_elements
 from lstm_cli.gates.reference import make_reference
 from lstm_cli.gates.run import plan_capture
@@ -17,12 +17,10 @@ from lstm_cli.gates_options import GatesOptions
 from lstm_cli.model import prepare, run_lstm
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import BENCH_PRESETS, SIZE_FIELDS, LSTMSpec
-from lstm_cli.timing import SPREAD_LIMIT, Spread, interleaved_seconds, spread
+from lstm_cli.threads import choose_threads, thread_scope
+from lstm_cli.timing import Spread, TimedPath, interleaved_seconds, spread
 
 PATHS = {"fused": "nn.LSTM", "cells": "cell loop", "gates": "capture"}
-# The cell loop does nn.LSTM's arithmetic step by step from Python, so it is never meaningfully
-# faster; below this ratio nn.LSTM was held up (its threads waiting on a core another process had).
-STALL_RATIO = 0.5
 
 
 @dataclass
@@ -115,14 +113,8 @@ def run_bench(
 ) -> BenchResult:
     """Time every spec's three paths. `threads` sets torch's intra-op threads for the run (and
     puts the previous number back after); `clock` goes to interleaved_seconds (tests fake it)."""
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with thread_scope(choose_threads(threads, None, small_model_default=False)):
         return _run_bench(specs, repeat, method, progress, threads, clock)
-    finally:
-        if threads is not None:
-            torch.set_num_threads(previous_threads)
 
 
 def _run_bench(specs, repeat, method, progress, threads, clock) -> BenchResult:
@@ -134,8 +126,7 @@ def _run_bench(specs, repeat, method, progress, threads, clock) -> BenchResult:
             if progress is not None:
                 batch = "unbatched" if spec.unbatched else f"batch {spec.batch_size}"
                 progress(0, f"timing seq-len {spec.seq_len}, {batch}, hidden {spec.hidden_size}")
-            extra = spec.parameter_count() + extra_elements(spec, GatesOptions())
-            prepared = prepare(spec, extra_elements=extra)
+            prepared = prepare(spec, extra_elements=extra_elements(spec, GatesOptions()), command="bench")
             lstm, x, device = prepared.lstm, prepared.x, prepared.placement.device
             plan = plan_capture(spec, lstm, x, method)
             method_name, shadowed = plan.choice.name, plan.sample.sequences[: plan.shadowed]
@@ -202,37 +193,17 @@ def row_spreads(row: BenchRow) -> dict[str, Spread]:
 
 
 def spread_note(rows: list[BenchRow]) -> str | None:
-    """One line when some path's slowest run took more than SPREAD_LIMIT x its fastest (see
-    timing.SPREAD_LIMIT for why that rule), naming each such path's worst row."""
-    worst: dict[str, tuple[float, BenchRow]] = {}
-    for row in rows:
-        for key, s in row_spreads(row).items():
-            if s.wide and (key not in worst or s.ratio > worst[key][0]):
-                worst[key] = (s.ratio, row)
-    if not worst:
-        return None
-    where = (lambda row: f" at {row_label(row)}") if len(rows) > 1 else (lambda row: "")
-    spans = ", ".join(f"{PATHS[key]} {ratio:.1f}x{where(row)}" for key, (ratio, row) in worst.items())
-    return (
-        f"timings spread widely (slowest run / fastest: {spans}; steady is under {SPREAD_LIMIT:g}x): "
-        "the machine looks busy and the medians may not be trustworthy; rerun when it is idle"
-    )
+    """timing.spread_note over every row's three paths (each named by its row when several)."""
+    several = len(rows) > 1
+    return timing.spread_note([
+        TimedPath(PATHS[key], s, row_label(row) if several else "")
+        for row in rows for key, s in row_spreads(row).items()
+    ])
 
 
 def stall_note(rows: list[BenchRow], device: str, threads: int) -> str | None:
-    """One line when the cell loop beat nn.LSTM by more than 1/STALL_RATIO: nn.LSTM was held
-    up, consistently enough that its own runs agree (so spread_note cannot see it)."""
-    stalled = [row for row in rows if row.cells_ratio < STALL_RATIO]
-    if not stalled:
-        return None
-    row = min(stalled, key=lambda r: r.cells_ratio)
-    where = f" at {row_label(row)}" if len(rows) > 1 else ""
-    advice = (
-        f"; on CPU its {threads} threads wait for each other when another process holds a core: "
-        "try --threads 1" if device.startswith("cpu") and threads > 1 else ""
-    )
-    return (
-        f"the cell loop took {row.cells_ratio:.3g}x nn.LSTM's time{where}, though it does the same "
-        f"arithmetic one step at a time: nn.LSTM was held up, the machine looks busy and the "
-        f"medians may not be trustworthy{advice}"
+    """timing.stall_note for the cell loop against nn.LSTM, row by row."""
+    several = len(rows) > 1
+    return timing.stall_note(
+        [(row.cells_ratio, row_label(row) if several else "") for row in rows], "the cell loop", device, threads
     )

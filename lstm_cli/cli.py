@@ -4,6 +4,7 @@ torch is never imported at module level here (nor by anything this module import
 level), so `lstm-cli --help` stays fast; each command imports its core lazily.
 """
 
+import functools
 import inspect as pyinspect
 from contextlib import nullcontext
 import sys
@@ -16,6 +17,9 @@ from lstm_cli import __version__
 from lstm_cli.errors import UsageError
 from lstm_cli.guard import EXIT_CHECK_FAILED, EXIT_OK, PROG, run_guarded, silence_stdout
 from lstm_cli.spec import LSTMSpec, parse_lengths
+from lstm_cli.threads import (
+    SMALL_STEP_MACS, ThreadChoice, active_threads, check_threads, choose_threads, thread_scope,
+)
 from lstm_cli.verify.rule import check_tolerances
 
 LSTM_PANEL = "LSTM configuration (shared by every command)"
@@ -68,11 +72,22 @@ SHARED_FLAGS: list[tuple[str, Any]] = [
     ("input", Annotated[str | None, _files("--input", help="Input tensor (.pt or .npy): (L, N, H_in), (N, L, H_in) with --batch-first, or (L, H_in); sets seq-len and batch size.")]),
     ("save_weights", Annotated[str | None, _files("--save-weights", help="Write the weights that ran as a state_dict (.pt, .pth, .safetensors or .npz), to rerun with --weights.")]),
     ("trust_checkpoint", Annotated[bool, _files("--trust-checkpoint", help="Load a --weights file that pickles whole Python objects (a saved nn.Module). Unpickling can run any code in the file: only for files you trust.")]),
-    ("text", Annotated[str | None, _files("--text", help="Run this text through a character model (--weights): one step per character, batch 1, each character its embedding row (or one-hot).")]),
-    ("text_file", Annotated[str | None, _files("--text-file", help="As --text, the text of a UTF-8 file.")]),
+    ("text", Annotated[str | None, _files("--text", help="Run this text through a character model (--weights): one step per character, batch 1, each character its embedding row (or one-hot). - reads standard input: cat FILE | lstm-cli units --weights M --text -")]),
+    ("text_file", Annotated[str | None, _files("--text-file", help="As --text, the text of a UTF-8 file; - reads standard input.")]),
     ("vocab", Annotated[str | None, _files("--vocab", help="The characters of the model's vocabulary, a JSON list in row order (default: the checkpoint's own \"vocab\" list).")]),
     ("embedding", Annotated[str | None, _files("--embedding", help="The embedding matrix (vocabulary x input size) in --weights; found by its shape when only one fits. None fits and input size = vocabulary size: one-hot.")]),
 ]
+
+# --threads on every command that computes: one definition, validated by threads.check_threads.
+SPEED_PANEL = "Speed (shared by every command)"
+ThreadsFlag = Annotated[int | None, typer.Option(
+    "--threads", metavar="N", rich_help_panel=SPEED_PANEL,
+    help="torch's intra-op CPU threads while this command runs (1 to the CPUs this process may use), "
+    "e.g. --threads 1; the previous count is restored after. Default: 1 when the model's largest step "
+    f"GEMM is under {SMALL_STEP_MACS:,} multiply-adds (batch x 4 hidden x (input + hidden); the seed "
+    "example's is 28,800), where more threads only wait for each other, else torch's own count "
+    "(bench: always torch's own).",
+)]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 
@@ -99,6 +114,11 @@ def spec_from_flags(flags: dict[str, Any], explicit: set[str] = frozenset()) -> 
     from lstm_cli.spec import check_text_flags
 
     check_text_flags(*(flags.get(name) for name in ("text", "text_file", "input", "weights", "vocab", "embedding")))
+    for name in ("text", "text_file"):  # `-`: standard input, read once here, run as --text
+        if flags.get(name) == "-":
+            from lstm_cli.paths import read_stdin
+
+            flags["text"], flags["text_file"] = read_stdin(f"--{name.replace('_', '-')}"), None
     if flags.get("weights") or flags.get("input") or flags.get("key") is not None or flags.get("trust_checkpoint"):
         from lstm_cli.sources import resolve_flags
 
@@ -123,22 +143,35 @@ def reflow(doc: str | None) -> str | None:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
-def lstm_command(command: Callable[..., int]) -> Callable[..., int]:
-    """Give a command the shared LSTM flags: Typer sees them in the signature, the command
-    receives one validated `spec` instead (and `ctx` too if it asks for it)."""
-    own = [p for p in pyinspect.signature(command).parameters.values() if p.name != "spec"]
+def lstm_command(command: Callable[..., int] | None = None, *, small_model_threads: bool = True) -> Any:
+    """Give a command the shared LSTM flags and --threads: Typer sees them in the signature, the
+    command receives one validated `spec` instead (and `ctx` and the `threads` choice too if it
+    asks for them) and runs inside threads.thread_scope, which sets the chosen thread count and
+    restores the previous one after. `small_model_threads=False` keeps torch's thread count
+    unless --threads is given (bench measures torch's own behaviour)."""
+    if command is None:
+        return functools.partial(lstm_command, small_model_threads=small_model_threads)
+    own = [p for p in pyinspect.signature(command).parameters.values() if p.name not in ("spec", "threads")]
     wants_ctx = any(p.name == "ctx" for p in own)
+    wants_threads = "threads" in pyinspect.signature(command).parameters
     shared = [
         pyinspect.Parameter(name, pyinspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=_default(name))
         for name, annotation in SHARED_FLAGS
     ]
+    shared.append(pyinspect.Parameter("threads", pyinspect.Parameter.KEYWORD_ONLY, annotation=ThreadsFlag, default=None))
     if not wants_ctx:
         shared.append(pyinspect.Parameter("ctx", pyinspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
 
     def with_spec(**kwargs: Any) -> int:
         flags = {name: kwargs.pop(name) for name, _ in SHARED_FLAGS}
+        requested = check_threads(kwargs.pop("threads"))  # before any file is read
         ctx = kwargs["ctx"] if wants_ctx else kwargs.pop("ctx")
-        return command(spec=spec_from_flags(flags, explicit_flags(ctx)), **kwargs)
+        spec = spec_from_flags(flags, explicit_flags(ctx))
+        choice = choose_threads(requested, spec, small_model_threads)
+        if wants_threads:
+            kwargs["threads"] = choice
+        with thread_scope(choice):
+            return command(spec=spec, **kwargs)
 
     with_spec.__signature__ = pyinspect.Signature(own + shared)  # type: ignore[attr-defined]
     with_spec.__name__ = command.__name__
@@ -150,6 +183,10 @@ def emit(result: Any, as_json: bool, render: Callable[[Any, Any], None]) -> int:
     """Print a result (JSON on stdout, or Rich), its notes on stderr; exit 1 if a check failed."""
     from lstm_cli.output import make_console, to_json
 
+    threads = active_threads()
+    if threads is not None and isinstance(getattr(result, "config", None), dict):
+        result.config["threads"] = threads.count  # torch.get_num_threads() while it ran
+        result.config["threads_chosen_by"] = threads.chosen_by
     try:
         if as_json:
             sys.stdout.write(to_json(result, lift=("config", "source")) + "\n")
@@ -356,10 +393,11 @@ def gates_command(
     epilog="Examples: lstm-cli bench --preset large | lstm-cli bench --sweep seq-len=10,100,1000 | "
     "lstm-cli bench --preset medium --device cuda --json",
 )
-@lstm_command
+@lstm_command(small_model_threads=False)
 def bench_command(
     spec: LSTMSpec,
     ctx: typer.Context,
+    threads: ThreadChoice,
     preset: Annotated[
         str | None,
         typer.Option("--preset", help="Sizes (I, H, L, T, B): seed (100, 20, 4, 10, 3), medium (128, 256, 2, 100, 32), "
@@ -372,11 +410,6 @@ def bench_command(
     ] = None,
     repeat: Annotated[int, typer.Option("--repeat", help="Timed runs of each path per row (fastest, median "
                       "and slowest reported).")] = 5,
-    threads: Annotated[
-        int | None,
-        typer.Option("--threads", metavar="N", help="torch's intra-op CPU threads for the run (1 to the CPUs "
-                     "this process may use). Default: torch's own choice."),
-    ] = None,
     method: Annotated[str, typer.Option("--method", metavar="[auto|loop|recompute]", help="Gate capture method.")] = "auto",
     json_output: JsonFlag = False,
 ) -> int:
@@ -402,12 +435,6 @@ def bench_command(
         raise UsageError(f"--method must be auto, loop or recompute (got {method!r})")
     if spec.unbatched and swept is not None and swept[0] == "batch_size":
         raise UsageError("--unbatched input has no batch: drop --unbatched or the batch-size sweep")
-    if threads is not None:
-        import os
-
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        if not 1 <= threads <= cpus:
-            raise UsageError(f"--threads must be between 1 and {cpus}, the CPUs this process may use (got {threads})")
     from lstm_cli.spec import check_runs_as_loaded
 
     check_runs_as_loaded(spec, "bench")
@@ -418,7 +445,7 @@ def bench_command(
 
     specs = bench_specs(spec, preset, swept)
     with stderr_progress(len(specs), "rows", "timing") as progress:
-        result = run_bench(specs, repeat=repeat, method=method, progress=progress, threads=threads)
+        result = run_bench(specs, repeat=repeat, method=method, progress=progress, threads=threads.requested)
     return emit(result, json_output, render_bench)
 
 
@@ -468,6 +495,12 @@ def gradients_command(
     chosen = parse_cells(cells)
     if spec.weights is not None and ctx.get_parameter_source("cells").name in ("DEFAULT", "DEFAULT_MAP"):
         chosen = ("lstm",)  # a loaded model alone; --cells rnn,gru,lstm adds same-size references
+    if spec.weights is not None and spec.bidirectional:  # the file's layout: no flag to drop
+        raise UsageError(
+            f"gradients counts steps back from one final step, but --weights {spec.weights} holds a "
+            "bidirectional LSTM, whose backward direction ends at step 0: gradients measures "
+            "one-directional LSTMs only"
+        )
     check_gradients_flags(spec, chosen, forget_bias)
     check_runs_as_loaded(spec, "gradients")
     from lstm_cli.plot import plot_target

@@ -3,19 +3,18 @@ number by number, and timed. Returns a plain result; never prints."""
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lstm_cli import cells
+from lstm_cli import cells, timing
 from lstm_cli.checks import Check, close, max_abs_diff, within
 from lstm_cli.model import make_input, place, prepare, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings, tf32_mode
 from lstm_cli.spec import LSTMSpec
-from lstm_cli.timing import interleaved_seconds
+from lstm_cli.timing import Spread, TimedPath, interleaved_seconds, spread
 from lstm_cli.verify.rule import Rule
 from lstm_cli.verify.shadow import SHADOW_SEQUENCES, Shadow, run_shadow, shadow_step_macs
 from lstm_cli.verify.step import check_direction, choose_sample
@@ -45,10 +44,39 @@ class StackLayer:
 
 @dataclass
 class Timing:
-    fused_s: float
+    """--repeat interleaved runs of each path after a warm-up (as bench times them)."""
+
+    fused_s: float  # medians
     cells_s: float
-    ratio: float
+    ratio: float  # cells_s / fused_s
     repeat: int
+    fused: Spread  # fastest, median and slowest run of each path
+    cells: Spread
+    fused_runs_s: list[float]  # every timed run, in the order taken
+    cells_runs_s: list[float]
+    threads: int  # torch.get_num_threads() during the runs
+    steady: bool = True  # False when a note says the timings may not be trustworthy
+
+
+FUSED_NAME, LOOP_NAME = "nn.LSTM", "LSTMCell loop"
+
+
+def timing_notes(t: Timing, device: str) -> list[str]:
+    """bench's busy-machine notes (timing.spread_note, timing.stall_note) for these runs."""
+    notes = [
+        timing.spread_note([TimedPath(FUSED_NAME, t.fused), TimedPath(LOOP_NAME, t.cells)]),
+        timing.stall_note([(t.ratio, "")], f"the {LOOP_NAME}", device, t.threads),
+    ]
+    return [note for note in notes if note]
+
+
+def time_paths(fused: Callable[[], object], loop: Callable[[], object], device: torch.device, repeat: int,
+               clock: Callable[[], float] | None = None) -> Timing:
+    """Both paths, interleaved after one warm-up round; `clock` for tests (timing.interleaved_seconds)."""
+    times = interleaved_seconds({"fused": fused, "cells": loop}, device, repeat=repeat, clock=clock)
+    f, c = spread(times["fused"]), spread(times["cells"])
+    ratio = c.median / f.median if f.median > 0 else float("inf")
+    return Timing(f.median, c.median, ratio, repeat, f, c, times["fused"], times["cells"], torch.get_num_threads())
 
 
 @dataclass
@@ -88,20 +116,15 @@ def run_compare(
     progress: Callable[..., None] | None = None,
 ) -> CompareResult:
     notes: list[str] = []
-    # The loop keeps every layer's outputs and a second copy of the weights.
-    if hidden_sizes is None:
-        widths, weights = [spec.num_directions * spec.h_out] * spec.num_layers, spec.parameter_count()
-    else:
-        widths = list(hidden_sizes)
-        inputs = [spec.input_size, *hidden_sizes[:-1]]
-        weights = 2 * sum(4 * h * (i + h) + 8 * h for i, h in zip(inputs, hidden_sizes))
-    extra = weights + spec.seq_len * spec.batch_size * sum(widths)
+    # The loop keeps every layer's outputs (every copy of the weights: runtime.memory_copies).
+    widths = [spec.num_directions * spec.h_out] * spec.num_layers if hidden_sizes is None else list(hidden_sizes)
+    extra = spec.seq_len * spec.batch_size * sum(widths)
     with collect_warnings(notes):
         if hidden_sizes is None:
-            prepared = prepare(spec, extra_elements=extra)
+            prepared = prepare(spec, extra_elements=extra, command="compare-cell")
             placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
         else:
-            placement = place(spec, extra_elements=extra)
+            placement = place(spec, extra_elements=extra, command="compare-cell", widths=hidden_sizes)
             x = make_input(spec, placement)
         with tf32_mode(placement.device, allow_tf32):
             if hidden_sizes is None:
@@ -119,14 +142,12 @@ def run_compare(
             sample = choose_sample(batch, spec.seq_len, step_macs, spec.lengths)
             expected = fused()
             looped = cells.run_cells(stack, x, spec, progress, sample=sample)
-            timing = None
+            timed = None
             if repeat:
-                times = interleaved_seconds(
-                    {"fused": fused, "cells": lambda: cells.run_cells(stack, x, spec, progress)},
-                    placement.device, repeat=repeat,
-                )
-                fused_s, cells_s = statistics.median(times["fused"]), statistics.median(times["cells"])
-                timing = Timing(fused_s, cells_s, cells_s / fused_s, repeat)
+                timed = time_paths(fused, lambda: cells.run_cells(stack, x, spec, progress), placement.device, repeat)
+                busy = timing_notes(timed, str(placement.device))
+                timed.steady = not busy
+                notes.extend(busy)
 
     if spec.dropout and hidden_sizes is None:
         notes.append("dropout acts in train mode only; both networks ran in eval mode, so none applied")
@@ -195,7 +216,7 @@ def run_compare(
         output_max_rel_diff=out_rel,
         step_max_abs_diff=steps,
         passed=all(check.passed for check in checks),
-        timing=timing,
+        timing=timed,
         stack=describe_stack(stack, spec),
         output_shape=list(looped.output.shape),
         checked=sample.describe(),

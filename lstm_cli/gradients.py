@@ -10,6 +10,7 @@ output at the last step), one backward pass, and the L2 norm of d loss / d x_t a
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from dataclasses import dataclass, replace
 
 import torch
@@ -55,6 +56,10 @@ class ModelGradients:
     # ("never"), and null when the last step's norm is 0: no ratio to count from.
     vanishes_at_step: int | None
     vanishes_at_t: int | None
+    # what vanishes_at_step means: "at_step" (it is set), "never" (no step fell below the
+    # fraction), "every_step" (every norm underflowed to exactly 0: null, yet everything vanished),
+    # "undefined" (the last step's norm is 0 or not finite while others are not: no ratio)
+    vanishes: str
     forget_bias: float | None  # lstm: the value set with --forget-bias, else null
     # steps whose norm is exactly 0: the gradient underflowed (fell below the dtype's smallest
     # number); they count as vanished
@@ -72,6 +77,10 @@ class GradientsResult:
     loss: str
     norm: str
     vanish_fraction: float
+    # a step's norm counts as underflowed when it is exactly 0: every element of its gradient
+    # rounded to 0, which happens to a result of magnitude at most half of this, the dtype's
+    # smallest subnormal (round to nearest even); half of it is no float64 number for float64
+    smallest_subnormal: float
     models: list[ModelGradients]
     plot: str | None
     passed: bool
@@ -85,7 +94,7 @@ def run_gradients(
     """Flags are validated by spec.check_gradients_flags (no --bidirectional, no --lengths)."""
     notes: list[str] = []
     with collect_warnings(notes):
-        placement = place(spec, extra_elements=extra_elements(spec, cells))
+        placement = place(spec, command="gradients", cells=cells)  # runtime.memory_copies counts each model
         x = make_input(spec, placement)
         models = []
         with tf32_mode(placement.device, False):
@@ -107,6 +116,7 @@ def run_gradients(
             f"(PyTorch's init, seed {spec.seed}); only the LSTM is loaded from {spec.weights}"
         )
     underflow = underflow_note(models, placement.dtype_name, smallest_positive(placement.dtype))
+
     if underflow:
         notes.append(underflow)
     if spec.dropout:
@@ -131,6 +141,7 @@ def run_gradients(
         loss=LOSS,
         norm=NORM,
         vanish_fraction=VANISH_FRACTION,
+        smallest_subnormal=smallest_positive(placement.dtype),
         models=models,
         plot=None,
         passed=all(check.passed for check in checks),
@@ -188,17 +199,25 @@ def smallest_positive(dtype: torch.dtype) -> float:
     return info.smallest_normal * info.eps
 
 
+def half_text(value: float) -> str:
+    """value / 2 to two digits, exactly even where the half is no float (5e-324 / 2)."""
+    return format(Decimal(value) / 2, ".2g")
+
+
 def underflow_note(models: list[ModelGradients], dtype: str, smallest: float) -> str | None:
-    """What norms of exactly 0 mean, or None when there are none."""
+    """What norms of exactly 0 mean, with the test used, or None when there are none."""
     hit = [m for m in models if m.underflow_steps]
     if not hit:
         return None
     counts = ", ".join(f"{m.module} at {m.underflow_steps} of {len(m.grad_norms)} steps" for m in hit)
     note = (
-        f"gradient norms exactly 0 ({dtype} underflow: below about {smallest:.2g} a number becomes 0): "
-        f"{counts}. They count as vanished"
+        f"gradient norms exactly 0, the gradient underflowed: every element of d loss / d x_t at that "
+        f"step rounded to 0, as a {dtype} result does at or below {half_text(smallest)} (half its "
+        f"smallest subnormal, {smallest:.2g}): {counts}. They count as vanished"
     )
-    if any(m.last_step_norm == 0 for m in hit):
+    if any(m.vanishes == "every_step" for m in hit):
+        note += '; where every step is 0 the gradient vanished everywhere ("vanishes": "every_step")'
+    if any(m.vanishes == "undefined" for m in hit):
         note += "; a last step of 0 leaves no ratio to count back from"
     if dtype != "float64":
         note += ". --dtype float64 shows the true, tiny norms"
@@ -234,6 +253,14 @@ def summarise(cell: str, module: nn.Module, norms: list[float], forget_bias: flo
     step's norm is > 0; when the last step's norm is 0 there is no ratio, so no step either."""
     first, last = norms[0], norms[-1]
     k = vanishing_step(norms)
+    if k is not None:
+        vanishes = "at_step"
+    elif all(v == 0 for v in norms):
+        vanishes = "every_step"
+    elif math.isfinite(last) and last > 0:
+        vanishes = "never"
+    else:
+        vanishes = "undefined"
     return ModelGradients(
         cell=cell,
         module=MODULE_NAMES[cell],
@@ -244,6 +271,7 @@ def summarise(cell: str, module: nn.Module, norms: list[float], forget_bias: flo
         first_to_last_ratio=first / last if last > 0 else None,
         vanishes_at_step=k,
         vanishes_at_t=None if k is None else len(norms) - 1 - k,
+        vanishes=vanishes,
         forget_bias=forget_bias,
         underflow_steps=sum(v == 0 for v in norms),
         forget_bias_stats=forget_bias_stats(module) if cell == "lstm" else None,

@@ -4,6 +4,8 @@ writable. No torch here."""
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from pathlib import Path
 
 from lstm_cli.errors import UsageError
@@ -26,18 +28,50 @@ def writable_file(flag: str, text: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def readable_file(flag: str, text: str) -> Path:
-    """An existing, readable, non-empty file; anything else is a one-line UsageError naming the
-    flag."""
+    """An existing, readable, non-empty regular file; anything else is a one-line UsageError
+    naming the flag. A pipe, FIFO or device (/dev/zero, /dev/stdin from a pipe) is refused as
+    "not a regular file" before its size is looked at: its size says nothing about its content."""
     file = Path(text)
     if not file.exists():
         raise UsageError(f"{flag} {text}: no such file")
     if file.is_dir():
         raise UsageError(f"{flag} {text}: is a directory, not a file")
+    mode = file.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a pipe or FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or special file"
+        hint = f"; to read standard input give {flag} -" if flag in STDIN_FLAGS else ""
+        raise UsageError(f"{flag} {text}: not a regular file (it is {kind}){hint}")
     if not os.access(file, os.R_OK):
         raise UsageError(f"{flag} {text}: not readable (permission denied)")
     if file.stat().st_size == 0:
         raise UsageError(f"{flag} {text}: the file is empty")
     return file
+
+
+# Flags whose value `-` means standard input (read once, in cli.spec_from_flags).
+STDIN_FLAGS = ("--text", "--text-file")
+
+
+def read_stdin(flag: str) -> str:
+    """`flag -`: all of standard input as UTF-8 text. Refused in one line when standard input is
+    a terminal (nothing piped in: reading would wait for typing), empty, or not UTF-8."""
+    stream = sys.stdin
+    if stream is None:
+        raise UsageError(f"{flag} -: there is no standard input to read")
+    try:
+        interactive = stream.isatty()
+    except ValueError:  # closed
+        raise UsageError(f"{flag} -: standard input is closed") from None
+    if interactive:
+        raise UsageError(f"{flag} -: standard input is a terminal; pipe the text in, e.g. cat FILE | lstm-cli ... {flag} -")
+    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{flag} -: standard input is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    if not value:
+        raise UsageError(f"{flag} -: standard input is empty")
+    return value
 
 
 def file_version(file: Path | str) -> tuple[int, int]:

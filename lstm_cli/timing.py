@@ -22,6 +22,11 @@ import torch
 #   evidence of a busy machine the user needs to hear about; max/min sees it at any --repeat >= 2.
 # - The median of 5 often survives one stalled run, which is why the warning says "may".
 SPREAD_LIMIT = 1.5
+# A step-by-step loop (LSTMCells from Python) does a fused nn.LSTM's arithmetic with more
+# overhead, so it is never meaningfully faster; below this ratio of medians nn.LSTM was held up
+# (its threads waiting on a core another process had), consistently enough that its own runs
+# agree and the spread cannot see it.
+STALL_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,56 @@ class Spread:
 
 def spread(seconds: Sequence[float]) -> Spread:
     return Spread(min(seconds), statistics.median(seconds), max(seconds))
+
+
+# The busy-machine notes, one piece of code for every command that times (bench, compare-cell).
+
+
+@dataclass(frozen=True)
+class TimedPath:
+    """One path's runs as a note names them: its name ("nn.LSTM"), its spread, and where it was
+    timed when a command times several configurations (a row label; "" for one)."""
+
+    name: str
+    spread: Spread
+    where: str = ""
+
+
+def spread_note(paths: Sequence[TimedPath]) -> str | None:
+    """One line when some path's slowest run took more than SPREAD_LIMIT x its fastest (see
+    SPREAD_LIMIT for why that rule), naming each such path's worst ratio and where it was."""
+    worst: dict[str, TimedPath] = {}
+    for path in paths:
+        if path.spread.wide and (path.name not in worst or path.spread.ratio > worst[path.name].spread.ratio):
+            worst[path.name] = path
+    if not worst:
+        return None
+    spans = ", ".join(
+        f"{p.name} {p.spread.ratio:.1f}x" + (f" at {p.where}" if p.where else "") for p in worst.values()
+    )
+    return (
+        f"timings spread widely (slowest run / fastest: {spans}; steady is under {SPREAD_LIMIT:g}x): "
+        "the machine looks busy and the medians may not be trustworthy; rerun when it is idle"
+    )
+
+
+def stall_note(loop_ratios: Sequence[tuple[float, str]], loop: str, device: str, threads: int) -> str | None:
+    """One line when a step-by-step loop beat the fused nn.LSTM by more than 1/STALL_RATIO:
+    `loop_ratios` holds (loop median / nn.LSTM median, where) per configuration timed ("" for
+    one); `loop` names the loop ("the cell loop"). On CPU with several threads it suggests one."""
+    stalled = [(ratio, where) for ratio, where in loop_ratios if ratio < STALL_RATIO]
+    if not stalled:
+        return None
+    ratio, where = min(stalled)
+    advice = (
+        f"; on CPU its {threads} threads wait for each other when another process holds a core: "
+        "try --threads 1" if device.startswith("cpu") and threads > 1 else ""
+    )
+    return (
+        f"{loop} took {ratio:.3g}x nn.LSTM's time{f' at {where}' if where else ''}, though it does the same "
+        f"arithmetic one step at a time: nn.LSTM was held up, the machine looks busy and the "
+        f"medians may not be trustworthy{advice}"
+    )
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

@@ -255,6 +255,7 @@ def test_table_shows_each_models_numbers_and_sparkline(run_cli):
     # with forget bias 3 the one-layer LSTM keeps its gradient over 30 steps; the RNN does not
     by_cell = {m["cell"]: m for m in doc["models"]}
     assert by_cell["lstm"]["vanishes_at_step"] is None and by_cell["rnn"]["vanishes_at_step"] is not None
+    assert by_cell["lstm"]["vanishes"] == "never" and by_cell["rnn"]["vanishes"] == "at_step"
 
 
 # -- bad flags and --plot ------------------------------------------------------------------
@@ -284,6 +285,21 @@ def test_bad_flags_give_one_line_and_exit_2(run_cli, args, message):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("lstm-cli: error: "), result.stderr
     assert message in lines[0]
+
+
+def test_bidirectional_file_is_refused_without_flag_advice(run_cli, tmp_path):
+    """The layout came from --weights: there is no --bidirectional to drop."""
+    path = tmp_path / "bi.pt"
+    torch.save(torch.nn.LSTM(5, 4, bidirectional=True).state_dict(), path)
+    for extra in ([], ["--bidirectional"]):
+        result = run_cli("gradients", "--weights", str(path), *extra)
+        assert result.code == 2 and result.stdout == ""
+        (line,) = result.stderr.splitlines()
+        assert line == (
+            f"lstm-cli: error: gradients counts steps back from one final step, but --weights {path} holds a "
+            "bidirectional LSTM, whose backward direction ends at step 0: gradients measures one-directional "
+            "LSTMs only"
+        )
 
 
 def test_plot_onto_a_directory_is_refused(run_cli, tmp_path):
@@ -541,17 +557,50 @@ def test_100_layers_in_float32_underflow_to_exactly_0(run_cli):
     assert lstm["grad_norms"] == [0.0] * 10 and by_cell["gru"]["grad_norms"] == [0.0] * 10
     assert lstm["underflow_steps"] == 10 and lstm["last_step_norm"] == 0
     assert lstm["vanishes_at_step"] is None and lstm["first_to_last_ratio"] is None  # no ratio to a 0
-    assert rnn["last_step_norm"] == 0 and 0 < rnn["underflow_steps"] < 10 and rnn["vanishes_at_step"] is None
+    # null there means "vanished everywhere", not "never": the field says which
+    assert lstm["vanishes"] == "every_step" and by_cell["gru"]["vanishes"] == "every_step"
+    assert doc["smallest_subnormal"] == pytest.approx(2.0 ** -149)  # float32's
     note = result.stderr.splitlines()[0]
-    assert note.startswith("note: gradient norms exactly 0 (float32 underflow: below about 1.4e-45 a number becomes 0)")
-    assert f"nn.RNN (tanh) at {rnn['underflow_steps']} of 10 steps, nn.GRU at 10 of 10 steps" in note
+    assert note.startswith("note: gradient norms exactly 0, the gradient underflowed: every element of "
+                           "d loss / d x_t at that step rounded to 0, as a float32 result does at or below 7.0e-46 "
+                           "(half its smallest subnormal, 1.4e-45)")
+    assert '"vanishes": "every_step"' in note
+    # the RNN underflows at some steps only; whether its last step is among them depends on
+    # denormals, which the tool leaves as the user's program has them (PyTorch's own run decides)
+    rnn_zero = [bool((float32_step_grads("rnn", spec)[t] == 0).all()) for t in range(10)]
+    assert rnn["underflow_steps"] == sum(rnn_zero) < 10
+    assert (rnn["last_step_norm"] == 0) == rnn_zero[-1]
+    assert "nn.GRU at 10 of 10 steps, nn.LSTM at 10 of 10 steps" in note
+    assert ("nn.RNN (tanh) at" in note) == any(rnn_zero)
     assert "--dtype float64" in note
 
     table = run_cli("gradients", *DEEP_FLAGS).stdout
     assert table_cell(table, "nn.LSTM", 4) == "vanished: 0 (underflow)"
     assert table_cell(table, "nn.GRU", 4) == "vanished: 0 (underflow)"
-    assert table_cell(table, "nn.RNN (tanh)", 4) == "undefined: last step is 0 (underflow)"
-    assert "never" not in table
+    if rnn_zero[-1]:
+        assert table_cell(table, "nn.RNN (tanh)", 4) == "undefined: last step is 0 (underflow)"
+
+
+def test_vanishes_says_which_null_it_is():
+    """vanishes_at_step is null for "never", "every step underflowed" and "no ratio": the
+    vanishes field tells them apart, and the note states the underflow test's threshold."""
+    from torch import nn
+
+    from lstm_cli.gradients import smallest_positive, summarise, underflow_note
+
+    rnn = nn.RNN(2, 3)
+    cases = {
+        "never": [0.5, 1.0], "at_step": [1e-9, 1.0], "every_step": [0.0, 0.0], "undefined": [1.0, 0.0],
+    }
+    for expected, norms in cases.items():
+        model = summarise("rnn", rnn, norms, None)
+        assert model.vanishes == expected, norms
+        assert (model.vanishes_at_step is None) == (expected != "at_step")
+    every = summarise("lstm", nn.LSTM(2, 3), [0.0, 0.0], None)
+    note = underflow_note([every, summarise("rnn", rnn, [1.0, 0.0], None)], "float32", smallest_positive(torch.float32))
+    assert "as a float32 result does at or below 7.0e-46 (half its smallest subnormal, 1.4e-45)" in note
+    assert '"vanishes": "every_step"' in note and "a last step of 0 leaves no ratio" in note
+    assert "at or below 2.5e-324 (half its smallest subnormal, 4.9e-324)" in underflow_note([every], "float64", smallest_positive(torch.float64))
 
 
 def test_float64_does_not_underflow_at_100_layers(run_cli):

@@ -292,7 +292,8 @@ def test_tf32_is_named_on_cuda_only(capsys, monkeypatch):
     assert header(dataclasses.replace(on_cuda, tf32=True)).endswith("; TF32 allowed")
     # the time in the unit that reads best
     text = run(capsys, monkeypatch, 100, "compare-cell", "--repeat", "1")
-    assert re.search(r"nn\.LSTM \d+(\.\d+)? (ns|µs|ms|s), LSTMCell loop \d+(\.\d+)? (ns|µs|ms|s), ratio", text)
+    unit = r"\d+(\.\d+)? (ns|µs|ms|s)"  # fastest / median / slowest of each path
+    assert re.search(rf"nn\.LSTM: {unit} / {unit} / {unit}\n  LSTMCell loop: {unit} / {unit} / {unit}\n  ratio", text)
 
 
 # -- the README's trained example -----------------------------------------------------------------

@@ -270,8 +270,8 @@ def shadow_lines(shadow, shadow_note: str | None) -> list[str]:
 
 
 def config_line(config: dict, device: str, dtype: str) -> str:
-    """The header: sizes and flags, dtype, device and seed; where the input came from; and
-    where the weights came from when they were loaded."""
+    """The header: sizes and flags, dtype, device (and its thread count, on CPU) and seed; where
+    the input came from; and where the weights came from when they were loaded."""
     batch = "unbatched" if config["unbatched"] else f"batch {config['batch_size']}"
     if config.get("hidden_sizes"):  # a free-form stack has its own widths
         widths = " -> ".join(map(str, [config["input_size"], *config["hidden_sizes"]]))
@@ -293,7 +293,9 @@ def config_line(config: dict, device: str, dtype: str) -> str:
         )
         if on
     ]
-    line = ", ".join([flags, *extras]) + f"; {dtype} on {device}, seed {config['seed']}"
+    threads = config.get("threads")  # set by cli.emit: the count torch ran with (CPU work only)
+    on_cpu = f", {threads} thread{'s' if threads != 1 else ''}" if threads and device.startswith("cpu") else ""
+    line = ", ".join([flags, *extras]) + f"; {dtype} on {device}{on_cpu}, seed {config['seed']}"
     data = [f"input: {config['input_source']}"] if config.get("input_source") else []
     return "\n".join([line, *data, *source_lines(config.get("source"))])
 

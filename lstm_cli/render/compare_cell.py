@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lstm_cli.compare_cell import CompareResult
+from lstm_cli.compare_cell import FUSED_NAME, LOOP_NAME, CompareResult, Timing
 from lstm_cli.shapes import shape_text
 from lstm_cli.render.common import (
     STEP_ROWS,
@@ -76,11 +76,22 @@ def render_compare_cell(result: CompareResult, console: Console, all_steps: bool
     if result.step_max_abs_diff is not None:
         render_steps(result, console, all_steps)
     if result.timing is not None:
-        t = result.timing
-        console.print(
-            Text(f"time (median of {t.repeat}): nn.LSTM {format_duration(t.fused_s)}, "
-                 f"LSTMCell loop {format_duration(t.cells_s)}, ratio {t.ratio:.2f}x")
-        )
+        for line in timing_lines(result.timing):
+            console.print(Text(line))
+
+
+def timing_lines(t: Timing) -> list[str]:
+    """Fastest / median / slowest of each path, the ratio of medians, and a pointer to the note
+    when the spread says the machine was busy."""
+    threads = f", {t.threads} thread{'s' if t.threads != 1 else ''}"
+    runs = f"{t.repeat} interleaved run{'s' if t.repeat != 1 else ''}"
+    lines = [f"time, fastest / median / slowest of {runs}{threads}:"]
+    for name, s in ((FUSED_NAME, t.fused), (LOOP_NAME, t.cells)):
+        lines.append(f"  {name}: {format_duration(s.min)} / {format_duration(s.median)} / {format_duration(s.max)}")
+    ratio = f"  ratio of medians {t.ratio:.2f}x"
+    if not t.steady:
+        ratio += " (the machine looked busy: see the note)"
+    return lines + [ratio]
 
 
 def render_steps(result: CompareResult, console: Console, all_steps: bool = False) -> None:

@@ -37,11 +37,11 @@ def buckets(values: list[float], width: int) -> tuple[list[float], int]:
 def vanishing_text(model: ModelGradients) -> str:
     """Where the norm falls below the fraction of the last step's; a norm of exactly 0 has
     vanished by underflow, and a last step of 0 leaves nothing to compare with."""
-    if model.last_step_norm == 0:  # short enough for 80 columns; the note says more
-        if model.underflow_steps == len(model.grad_norms):
-            return "vanished: 0 (underflow)"
-        return "undefined: last step is 0 (underflow)"
-    if model.vanishes_at_step is None:
+    if model.vanishes == "every_step":  # short enough for 80 columns; the note says more
+        return "vanished: 0 (underflow)"
+    if model.vanishes == "undefined":
+        return "undefined: last step is 0 (underflow)" if model.last_step_norm == 0 else "undefined"
+    if model.vanishes == "never":
         return "never"
     k = model.vanishes_at_step
     text = f"{k} step{'s' if k > 1 else ''} back (t={model.vanishes_at_t})"
