@@ -118,7 +118,7 @@ def main_cli() -> None:
         with busy_process(busy):
             for row in measure(commands, models, counts, args.repeat):
                 results.append(dict(row, busy=busy))
-    print(f"| command | model | step MACs | busy | load | " + " | ".join(f"{n} thread(s)" for n in counts)
+    print("| command | model | step MACs | busy | load | " + " | ".join(f"{n} thread(s)" for n in counts)
           + " | default/1 (medians) | default/1 (fastest runs) |")
     print("|---|---|---|---|---|" + "---|" * (len(counts) + 2))
     for row in results:

@@ -191,7 +191,7 @@ def codes_sentence(quantity: str, scale: tuple[float, float]) -> str:
     if quantity in DIVERGING:
         return (f"digit = the value's tenth of {low:.3g} .. {high:.3g} (+-max |{quantity}| over the text): "
                 f"0-4 below 0, 5-9 above, 0 and 9 the ends")
-    return f"digit = the value's tenth of 0 .. 1: d means d/10 <= value < (d+1)/10, 9 up to 1"
+    return "digit = the value's tenth of 0 .. 1: d means d/10 <= value < (d+1)/10, 9 up to 1"
 
 
 # -- the computation ------------------------------------------------------------------------------

@@ -218,7 +218,7 @@ def test_a_random_model_below_the_threshold_gets_the_plain_sentence(tmp_path, ru
     assert strongest < 0.999  # what makes this the nothing-tracks case
     assert document["tracks"] == []
     assert document["summary"].startswith("No unit tracks any feature: no |r| reaches 0.999")
-    assert f"r = " in document["summary"]
+    assert "r = " in document["summary"]
     shown = run_cli("units", "--weights", str(weights), "--text", text, "--min-r", "0.999")
     assert "No unit tracks any feature" in shown.stdout
     # The same text at the default threshold names what reaches it, and tracks lists only those.

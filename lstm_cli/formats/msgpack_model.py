@@ -98,15 +98,8 @@ def _load_torch_bytes(data: bytes, replaced: list[str]) -> Any:
         pass
     except Exception as exc:
         raise FormatError(f"a msgpack file whose torch.save bytes torch cannot read: {torch_file.reason(exc)}") from None
-    try:
-        loaded = safe_unpickle.load_torch_bytes(data)
-    except safe_unpickle.Hostile as exc:
-        raise FormatError(
-            f"a msgpack file whose torch.save bytes name {exc.name}, which only a pickle built to run "
-            "code needs; lstm-cli refuses it"
-        ) from None
-    except Exception as exc:  # a damaged pickle raises many kinds of error
-        raise FormatError(f"a msgpack file whose torch.save bytes cannot be unpickled: {torch_file.reason(exc)}") from None
+    loaded = torch_file.safe_read(lambda: safe_unpickle.load_torch_bytes(data),
+                                  "a msgpack file holding torch.save bytes", "lstm-cli refuses it")
     replaced.extend(loaded.replaced)
     return loaded.value
 

@@ -34,17 +34,8 @@ def read_npz(file: Path, trust: bool = False) -> Contents:
 
 
 def read_pickle(file: Path, trust: bool = False) -> Contents:
-    try:
-        loaded = safe_unpickle.load_pickle(file)
-    except safe_unpickle.Hostile as exc:
-        raise FormatError(
-            f"a Python pickle that names {exc.name}, which only a pickle built to run code needs; "
-            "lstm-cli refuses it: save the arrays with np.savez(path, **arrays) instead"
-        ) from None
-    except safe_unpickle.Refused as exc:
-        raise FormatError(f"a Python pickle that lstm-cli refuses to read: {exc}") from None
-    except Exception as exc:  # a damaged pickle raises many kinds of error
-        raise FormatError(f"a Python pickle that cannot be read (truncated or corrupt?): {type(exc).__name__}") from None
+    loaded = torch_file.safe_read(lambda: safe_unpickle.load_pickle(file), "a Python pickle",
+                                  "lstm-cli refuses it: save the arrays with np.savez(path, **arrays) instead")
     arrays = flatten(loaded.value, np.ndarray)
     tensors = flatten(loaded.value, torch.Tensor)
     if not arrays and not tensors:

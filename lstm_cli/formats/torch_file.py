@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,17 +94,21 @@ def _is_legacy(file: Path) -> bool:
 
 
 def _safe_load(file: Path) -> safe_unpickle.SafeLoad:
+    return safe_read(lambda: safe_unpickle.load_torch(file), "a torch.save file",
+                     "unpickling it could run code, so lstm-cli refuses it (--trust-checkpoint would run it)")
+
+
+def safe_read(load: Callable[[], safe_unpickle.SafeLoad], what: str, advice: str) -> safe_unpickle.SafeLoad:
+    """A safe_unpickle load whose refusals become one FormatError sentence about `what` (a
+    torch.save file, a plain pickle, the torch.save bytes inside a msgpack file)."""
     try:
-        return safe_unpickle.load_torch(file)
+        return load()
     except safe_unpickle.Hostile as exc:
-        raise FormatError(
-            f"a torch.save file that names {exc.name}, which only a pickle built to run code needs; "
-            "unpickling it could run code, so lstm-cli refuses it (--trust-checkpoint would run it)"
-        ) from None
+        raise FormatError(f"{what} that names {exc.name}, which only a pickle built to run code needs; {advice}") from None
     except safe_unpickle.Refused as exc:
-        raise FormatError(f"a torch.save file that lstm-cli refuses to read: {exc}") from None
+        raise FormatError(f"{what} that lstm-cli refuses to read: {exc}") from None
     except Exception as exc:  # a damaged pickle raises many kinds of error
-        raise FormatError(f"a torch.save file that cannot be unpickled (truncated or corrupt?): {reason(exc)}") from None
+        raise FormatError(f"{what} that cannot be unpickled (truncated or corrupt?): {reason(exc)}") from None
 
 
 class _PicklesObjects(FormatError):
