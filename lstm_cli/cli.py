@@ -495,12 +495,6 @@ def gradients_command(
     chosen = parse_cells(cells)
     if spec.weights is not None and ctx.get_parameter_source("cells").name in ("DEFAULT", "DEFAULT_MAP"):
         chosen = ("lstm",)  # a loaded model alone; --cells rnn,gru,lstm adds same-size references
-    if spec.weights is not None and spec.bidirectional:  # the file's layout: no flag to drop
-        raise UsageError(
-            f"gradients counts steps back from one final step, but --weights {spec.weights} holds a "
-            "bidirectional LSTM, whose backward direction ends at step 0: gradients measures "
-            "one-directional LSTMs only"
-        )
     check_gradients_flags(spec, chosen, forget_bias)
     check_runs_as_loaded(spec, "gradients")
     from lstm_cli.plot import plot_target

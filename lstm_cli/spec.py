@@ -370,10 +370,10 @@ def check_gradients_flags(spec: LSTMSpec, cells: tuple[str, ...], forget_bias: f
     """What `gradients` can measure honestly: one common last step to count back from, and a
     forget-gate bias only where there is an LSTM with biases."""
     if spec.bidirectional:
-        raise UsageError(
-            "gradients counts steps back from one final step, but a backward direction ends at "
-            "step 0: drop --bidirectional"
-        )
+        advice = (f"--weights {spec.weights} holds a bidirectional LSTM, whose backward direction ends at step 0: "
+                  "gradients measures one-directional LSTMs only" if spec.weights is not None else
+                  "a backward direction ends at step 0: drop --bidirectional")
+        raise UsageError(f"gradients counts steps back from one final step, but {advice}")
     if spec.lengths is not None:
         raise UsageError(
             "gradients counts steps back from one final step shared by the whole batch, but "
