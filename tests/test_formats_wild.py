@@ -571,3 +571,60 @@ def test_a_view_larger_than_its_storage_is_refused_before_torch_grows_it(tmp_pat
     result = run_cli("inspect", "--weights", str(path))
     assert result.code == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert "needs 400000000000 bytes of a storage of 12" in result.stderr
+
+
+def _zip_with(tmp_path, change) -> Path:
+    """A torch.save zip of an LSTM with `change` applied to its bytes."""
+    buffer = io.BytesIO()
+    torch.save(nn.LSTM(3, 4).state_dict(), buffer)
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(change(buffer.getvalue()))
+    return path
+
+
+def _multi_disk(data: bytes) -> bytes:
+    """A zip64 end locator saying the archive spans 2 disks, where zipfile.is_zipfile itself raises."""
+    end = data.rindex(b"PK\x05\x06")
+    return data[:end] + struct.pack("<4sLQL", b"PK\x06\x07", 1, 0, 2) + data[end:]
+
+
+def _future_version(data: bytes) -> bytes:
+    """The first central directory entry needs zip version 25.5 to extract (NotImplementedError)."""
+    at = data.index(b"PK\x01\x02") + 6
+    return data[:at] + struct.pack("<H", 255) + data[at + 2 :]
+
+
+@pytest.mark.parametrize("change", [_multi_disk, _future_version])
+def test_a_zip_that_zipfile_itself_chokes_on_is_a_damaged_zip_in_one_line(tmp_path, run_cli, change):
+    """Found by mutating torch.save files: zipfile raises BadZipFile from is_zipfile and
+    NotImplementedError from ZipFile(), which reached the user as internal errors."""
+    result = run_cli("inspect", "--weights", str(_zip_with(tmp_path, change)))
+    assert result.code == 2 and len(result.stderr.splitlines()) == 1
+    assert "a damaged zip archive" in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_pickle_declaring_exabytes_is_refused_before_anything_is_allocated(tmp_path, run_cli):
+    """BYTEARRAY8 of 10^18 bytes in a 30-byte file: CPython's unpickler would allocate first."""
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(b"\x80\x05\x96" + (10**18).to_bytes(8, "little") + b"abc.")
+    result = run_cli("inspect", "--weights", str(path))
+    assert result.code == 2 and result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "a damaged pickle: expected 1000000000000000000 bytes in a bytearray8, but only 4 remain" in result.stderr
+
+
+@pytest.mark.parametrize("flag_bits, what", [(1 << 6, "strong encryption"), (0, "compression method")])
+def test_an_npz_whose_member_header_is_damaged_is_one_line(tmp_path, run_cli, flag_bits, what):
+    """Found by mutation: a member's flag or method field that zipfile does not implement."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v.numpy() for k, v in nn.LSTM(3, 4).state_dict().items()})
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"PK\x01\x02")  # the first central directory entry: flags at +8, method at +10
+    if flag_bits:
+        data[at + 8 : at + 10] = struct.pack("<H", flag_bits)
+    else:
+        data[at + 10 : at + 12] = struct.pack("<H", 99)
+    path = tmp_path / "damaged.npz"
+    path.write_bytes(bytes(data))
+    result = run_cli("inspect", "--weights", str(path))
+    assert result.code == 2 and len(result.stderr.splitlines()) == 1 and "internal error" not in result.stderr
+    assert "npz archive numpy cannot read" in result.stderr

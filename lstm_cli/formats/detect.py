@@ -39,7 +39,7 @@ def detect(file: Path) -> Detected:
     if head[:4] in GGML_MAGICS:
         return Detected(None, "a GGML/GGUF file (whisper.cpp, llama.cpp): not supported "
                         "(use the model's PyTorch, ONNX or safetensors release)")
-    if zipfile.is_zipfile(file):
+    if _is_zip(file):
         return _zip_kind(file)
     if head.startswith(b"PK\x03\x04"):
         return Detected(None, "a truncated or damaged zip archive (torch.save, .npz and .keras files are zips)")
@@ -62,11 +62,25 @@ def detect(file: Path) -> Detected:
     return Detected(None, f"an unrecognised binary file (first bytes {head[:8].hex(' ')})")
 
 
+# What zipfile raises on a damaged archive besides BadZipFile: a bad "version needed" field
+# (NotImplementedError), offsets past the end (OSError, ValueError, EOFError).
+ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, OSError, ValueError, EOFError)
+
+
+def _is_zip(file: Path) -> bool:
+    """zipfile.is_zipfile, which itself raises on some damaged end records (a "multi-disk"
+    zip64 locator): those count as zips, and _zip_kind names them damaged."""
+    try:
+        return zipfile.is_zipfile(file)
+    except ZIP_ERRORS:
+        return True
+
+
 def _zip_kind(file: Path) -> Detected:
     try:
         with zipfile.ZipFile(file) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except ZIP_ERRORS:
         return Detected(None, "a damaged zip archive")
     if not names:
         return Detected(None, "an empty zip archive")

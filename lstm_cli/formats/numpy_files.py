@@ -28,7 +28,7 @@ def read_npz(file: Path, trust: bool = False) -> Contents:
             arrays = {name: np.array(archive[name]) for name in archive.files}
     except ValueError as exc:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
         raise FormatError(f"an .npz archive with pickled Python objects inside, refused: {str(exc)[:160]}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:  # NotImplementedError: a damaged method or flag field
         raise FormatError(f"an .npz archive numpy cannot read (truncated or corrupt?): {str(exc)[:120]}") from None
     return find_in_tensors(_tensors(arrays), "numpy .npz archive")
 

@@ -23,6 +23,7 @@ import _compat_pickle
 import collections
 import io
 import pickle
+import pickletools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -248,8 +249,48 @@ class _Record:
         self.stand_ins: dict[tuple[str, str], type] = {}
 
 
+def _check_pickle(handle: Any) -> None:
+    """Walk the next pickle's opcodes up to its STOP without building anything
+    (pickletools.genops) and go back: a counted bytes, bytearray or string longer than what
+    follows it is refused here, where CPython's unpickler would first allocate the size the
+    file declares (a few bytes asking for exabytes) and then fail messily."""
+    start = handle.tell()
+    end = handle.seek(0, io.SEEK_END)
+    handle.seek(start)
+    try:
+        for _ in pickletools.genops(_Bounded(handle, end)):
+            pass
+    except ValueError as exc:  # genops' word for every malformed or cut-short pickle
+        raise Refused(f"a damaged pickle: {str(exc)[:160]}") from None
+    finally:
+        handle.seek(start)
+
+
+class _Bounded:
+    """A file whose read(n) asks for no more than what is left: a buffered file's read(n)
+    allocates n bytes before it reads."""
+
+    def __init__(self, handle: Any, end: int):
+        self.handle, self.end = handle, end
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self.end - self.handle.tell(), 0)
+        return self.handle.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self.handle.readline()
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+
 def _unpickler_class(record: _Record) -> type:
     class SafeUnpickler(pickle.Unpickler):
+        def __init__(self, file: Any, *args: Any, **kwargs: Any):
+            if file.seekable():  # torch's zip gives data.pkl in memory, legacy files the file itself
+                _check_pickle(file)
+            super().__init__(file, *args, **kwargs)
+
         def find_class(self, module: str, name: str) -> Any:
             # Protocol-2 pickles name Python 2's modules (__builtin__.set); pickle's own
             # find_class maps them, and this one replaces it.

@@ -88,7 +88,7 @@ def read_archive(file: Path, h5py) -> Contents:
                     source = io.BytesIO(data)
                 with open_hdf5(h5py, source) as root:
                     return read_keras3(h5py, root, config, version, what)
-    except (zipfile.BadZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, EOFError, NotImplementedError) as exc:  # NotImplementedError: a damaged method or flag field
         raise FormatError(f"a damaged zip archive: {first_line(exc)}") from None
     except OSError as exc:
         raise FormatError(f"could not read the archive: {exc.strerror or first_line(exc)}") from None
