@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import platform
+import sys
 import sysconfig
 import time
 from collections import Counter
@@ -48,6 +48,9 @@ import torch
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the sibling training.py, also when loaded by path
+from training import adam_cosine, cpu_name, remember_first  # noqa: E402
+
 CHECKPOINT = HERE / "char_lstm.pt"
 HELD_OUT = ("shlex.py", "string.py", "textwrap.py")
 UNKNOWN = "\x00"
@@ -151,16 +154,6 @@ def evaluate(path: Path = CHECKPOINT, text: str | None = None) -> float:
     return bits_per_char(model, encode(held_out_text() if text is None else text, vocab))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     torch.set_num_threads(1)  # one core: the measured time is for one thread
     torch.manual_seed(SEED)
@@ -173,13 +166,8 @@ def main() -> None:
     print(f"held out: {', '.join(HELD_OUT)} ({len(test_text):,} characters)")
 
     model = CharLSTM(len(vocab))
-    with torch.no_grad():  # forget-gate bias 1: start by remembering
-        for layer in range(LAYERS):
-            getattr(model.lstm, f"bias_hh_l{layer}")[HIDDEN : 2 * HIDDEN].fill_(1.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * min(step, STEPS) / STEPS))
-    )
+    remember_first(model.lstm)
+    optimizer, schedule = adam_cosine(model, LR, STEPS, floor=0.03)
     data = streams(train_ids, STREAMS)
     windows = (len(data) - 1) // WINDOW
     start, state, position = time.perf_counter(), None, 0

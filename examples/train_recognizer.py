@@ -30,8 +30,6 @@ machine wrote byte-identical files.
 
 from __future__ import annotations
 
-import math
-import platform
 import sys
 import time
 import warnings
@@ -43,7 +41,8 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from recognizer import BLANK, HIDDEN, LAYERS, build, decode, make_dataset  # noqa: E402
+from training import adam_cosine, cpu_name, remember_first  # noqa: E402
+from recognizer import BLANK, LAYERS, build, decode, make_dataset  # noqa: E402
 
 STATE_DICT = HERE / "recognizer.pt"
 MODULE = HERE / "recognizer_module.pt"
@@ -80,16 +79,6 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: list[str]) -> float:
     return sum(g == want for g, want in zip(got, labels)) / len(labels)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def export_onnx(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Write ONNX, with the batch dynamic; return the names of its LSTM nodes."""
     import onnx
@@ -118,13 +107,8 @@ def main() -> None:
           f"drawn in {time.perf_counter() - start:.1f} s")
 
     model = build()
-    with torch.no_grad():  # forget-gate bias 1: start by remembering
-        for layer in range(LAYERS):
-            getattr(model.lstm, f"bias_hh_l{layer}")[HIDDEN : 2 * HIDDEN].fill_(1.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(step, STEPS) / STEPS))
-    )
+    remember_first(model.lstm)
+    optimizer, schedule = adam_cosine(model, LR, STEPS, floor=0.02)
     ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
     order = torch.Generator().manual_seed(SEED)
     start, permutation, position = time.perf_counter(), torch.randperm(TRAIN_IMAGES, generator=order), 0
