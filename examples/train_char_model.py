@@ -49,7 +49,7 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the sibling training.py, also when loaded by path
-from training import adam_cosine, cpu_name, remember_first  # noqa: E402
+from training import adam_cosine, cpu_name, remember_first, take_step  # noqa: E402
 
 CHECKPOINT = HERE / "char_lstm.pt"
 HELD_OUT = ("shlex.py", "string.py", "textwrap.py")
@@ -180,11 +180,7 @@ def main() -> None:
             state = tuple(s.detach() for s in state)
         logits, state = model(chunk[:-1], state)
         loss = nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), chunk[1:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        take_step(loss, model, optimizer, schedule)
         if step % 500 == 0:
             print(f"step {step}: {loss.item() / math.log(2):.3f} bits/char on training windows "
                   f"({time.perf_counter() - start:.0f} s)")

@@ -41,7 +41,7 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from training import adam_cosine, cpu_name, remember_first  # noqa: E402
+from training import adam_cosine, cpu_name, remember_first, take_step  # noqa: E402
 from recognizer import BLANK, LAYERS, build, decode, make_dataset  # noqa: E402
 
 STATE_DICT = HERE / "recognizer.pt"
@@ -122,11 +122,7 @@ def main() -> None:
         log_probs = model(images).log_softmax(-1)
         steps = torch.full((len(index),), log_probs.shape[0], dtype=torch.long)
         loss = ctc(log_probs, flat, steps, lengths)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        take_step(loss, model, optimizer, schedule)
         if step % 500 == 0:
             model.eval()
             held_out = accuracy(model, test_images[:500], test_labels[:500])

@@ -27,6 +27,15 @@ def adam_cosine(model: nn.Module, lr: float, steps: int, floor: float):
     return optimizer, schedule
 
 
+def take_step(loss: torch.Tensor, model: nn.Module, optimizer, schedule) -> None:
+    """One update: gradients clipped to norm 1, then the optimiser and its schedule."""
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+
+
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux), else what the platform module says."""
     try:
