@@ -127,21 +127,21 @@ def _run_bench(specs, repeat, method, progress, threads, clock) -> BenchResult:
                 batch = "unbatched" if spec.unbatched else f"batch {spec.batch_size}"
                 progress(0, f"timing seq-len {spec.seq_len}, {batch}, hidden {spec.hidden_size}")
             prepared = prepare(spec, extra_elements=extra_elements(spec, GatesOptions()), command="bench")
-            lstm, x, device = prepared.lstm, prepared.x, prepared.placement.device
+            lstm, x, device, initial = prepared.lstm, prepared.x, prepared.placement.device, prepared.initial
             plan = plan_capture(spec, lstm, x, method)
             method_name, shadowed = plan.choice.name, plan.sample.sequences[: plan.shadowed]
 
             def gates_path():
                 """What gates computes for its statistics (its checks aside): the reference
                 nn.LSTM run its method needs, then the capture."""
-                reference = make_reference(spec, lstm, x, method_name, False, shadowed)
-                return capture_gates(lstm, x, spec, reference, plan.method)
+                reference = make_reference(spec, lstm, x, method_name, False, shadowed, initial)
+                return capture_gates(lstm, x, spec, reference, plan.method, initial=initial)
 
             stack = cells.cells_from_lstm(lstm)
             times = interleaved_seconds(
                 {
-                    "fused": lambda: run_lstm(lstm, x, spec),
-                    "cells": lambda: cells.run_cells(stack, x, spec),
+                    "fused": lambda: run_lstm(lstm, x, spec, initial),
+                    "cells": lambda: cells.run_cells(stack, x, spec, initial=initial),
                     "gates": gates_path,
                 },
                 device, repeat=repeat, warmup=1, clock=clock,

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lstm_cli.model import direction_weights, from_time_major, init_uniform, time_major, weight_generator
+from lstm_cli.model import (
+    InitialState,
+    direction_state,
+    direction_weights,
+    from_time_major,
+    init_uniform,
+    time_major,
+    weight_generator,
+)
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.verify.step import PathRecord, Sample, kept_steps
 
@@ -98,11 +106,12 @@ def free_form_cells(spec: LSTMSpec, hidden_sizes: tuple[int, ...], device, dtype
 @torch.inference_mode()
 def run_cells(
     stack: CellStack, x: torch.Tensor, spec: LSTMSpec, progress: Callable[..., None] | None = None,
-    sample: Sample | None = None,
+    sample: Sample | None = None, initial: InitialState | None = None,
 ) -> StackRun:
-    """Run the stack over x (the spec's layout), layer by layer, each direction a time loop;
-    `progress(seq_len)` hears of each finished direction (nothing is added inside the loop).
-    With a `sample`, also keep what the loop computed for the step-local check."""
+    """Run the stack over x (the spec's layout), layer by layer, each direction a time loop
+    from `initial` (nn.LSTM's layout; None: zeros); `progress(seq_len)` hears of each finished
+    direction (nothing is added inside the loop). With a `sample`, also keep what the loop
+    computed for the step-local check."""
     layer_input = time_major(x, spec)
     valid = None
     if spec.lengths is not None:  # (L, N, 1): True where step t is inside sequence n
@@ -115,7 +124,9 @@ def run_cells(
             recorder = None
             if sample is not None:
                 recorder = _Recorder(kept_steps(sample, direction == 1), sample.sequences, layer_input.device)
-            out, h, c = _run_direction(cell, w_hr, layer_input, valid, reverse=direction == 1, recorder=recorder)
+            h0, c0 = direction_state(initial, layer, direction, len(cells))
+            out, h, c = _run_direction(cell, w_hr, layer_input, valid, reverse=direction == 1, recorder=recorder,
+                                       h0=h0, c0=c0)
             outputs.append(out)
             finals.append((h, c))
             if recorder is not None:
@@ -147,11 +158,14 @@ class _Recorder:
         return PathRecord(self.steps, stacked["x"], stacked["h"], stacked["c"], stacked["h"], None)
 
 
-def _run_direction(cell, w_hr, xs, valid, reverse: bool, recorder: _Recorder | None = None):
-    """One direction of one layer over time-major xs (L, N, in). Returns (outputs, h, c)."""
+def _run_direction(cell, w_hr, xs, valid, reverse: bool, recorder: _Recorder | None = None,
+                   h0: torch.Tensor | None = None, c0: torch.Tensor | None = None):
+    """One direction of one layer over time-major xs (L, N, in) from (h0, c0) (None: zeros; a
+    backward sequence starts from them at its own last step). Returns (outputs, h, c)."""
     steps = range(xs.shape[0] - 1, -1, -1) if reverse else range(xs.shape[0])
+    c = xs.new_zeros(xs.shape[1], cell.hidden_size) if c0 is None else c0
     if w_hr is None and valid is None and recorder is None:  # the seed's loop, nothing added per step
-        h = c = xs.new_zeros(xs.shape[1], cell.hidden_size)
+        h = xs.new_zeros(xs.shape[1], cell.hidden_size) if h0 is None else h0
         outputs = [None] * xs.shape[0]
         for t in steps:
             h, c = cell(xs[t], (h, c))
@@ -160,9 +174,8 @@ def _run_direction(cell, w_hr, xs, valid, reverse: bool, recorder: _Recorder | N
 
     hidden = cell.hidden_size
     width = hidden if w_hr is None else w_hr.shape[0]
-    h_state = xs.new_zeros(xs.shape[1], hidden)  # what the cell sees: h, zero-padded to H
-    c = xs.new_zeros(xs.shape[1], hidden)
-    h = xs.new_zeros(xs.shape[1], width)  # the direction's real h (P wide with projection)
+    h = xs.new_zeros(xs.shape[1], width) if h0 is None else h0  # the direction's real h (P wide with projection)
+    h_state = h if w_hr is None else nn.functional.pad(h, (0, hidden - width))  # what the cell sees: h, zero-padded to H
     outputs = [None] * xs.shape[0]
     for t in steps:
         h_new, c_new = cell(xs[t], (h_state, c))

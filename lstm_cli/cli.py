@@ -70,6 +70,9 @@ SHARED_FLAGS: list[tuple[str, Any]] = [
     ("weights", Annotated[str | None, _files("--weights", help="Load the LSTM from a checkpoint: PyTorch state_dict (nn.LSTM or LSTMCells, nested or prefixed), TorchScript, safetensors, npz, ONNX or Keras .h5/.keras, told apart by content; its shapes set the architecture.")]),
     ("key", Annotated[str | None, _files("--key", help="Which LSTM to use when --weights holds several: a state_dict prefix (model.encoder.rnn), an ONNX node or a Keras layer name.")]),
     ("input", Annotated[str | None, _files("--input", help="Input tensor (.pt or .npy): (L, N, H_in), (N, L, H_in) with --batch-first, or (L, H_in); sets seq-len and batch size.")]),
+    ("initial_state", Annotated[str | None, _files("--initial-state", help="Start from this (h_0, c_0) instead of zeros: a .npz with arrays h0 (D*num_layers, N, H_out) and c0 (D*num_layers, N, H), or a .pt holding (h0, c0).")]),
+    ("model_input", Annotated[str | None, _files("--model-input", help="Run the user's whole model on this data and analyse what reaches the LSTM (--key): for an ONNX --weights graph a .npz of its inputs by name (or a .npy for its one input); for a PyTorch module (--model, or a pickled module with --trust-checkpoint) a .pt holding a tensor, a tuple of arguments or a dict of keyword arguments. Sets the input, lengths and initial state.")]),
+    ("model", Annotated[str | None, _files("--model", help="The user's PyTorch model as package.module:factory (imported from the current directory or the environment; factory() returns the nn.Module), with --weights as its state_dict; runs on --model-input.")]),
     ("save_weights", Annotated[str | None, _files("--save-weights", help="Write the weights that ran as a state_dict (.pt, .pth, .safetensors or .npz), to rerun with --weights.")]),
     ("trust_checkpoint", Annotated[bool, _files("--trust-checkpoint", help="Load a --weights file that pickles whole Python objects (a saved nn.Module). Unpickling can run any code in the file: only for files you trust.")]),
     ("text", Annotated[str | None, _files("--text", help="Run this text through a character model (--weights): one step per character, batch 1, each character its embedding row (or one-hot). - reads standard input: cat FILE | lstm-cli units --weights M --text -")]),
@@ -111,15 +114,17 @@ def spec_from_flags(flags: dict[str, Any], explicit: set[str] = frozenset()) -> 
         from lstm_cli.sources import check_save_path  # torch-side: only when a file is involved
 
         check_save_path(flags["save_weights"])
-    from lstm_cli.spec import check_text_flags
+    from lstm_cli.spec import check_model_flags, check_text_flags
 
     check_text_flags(*(flags.get(name) for name in ("text", "text_file", "input", "weights", "vocab", "embedding")))
+    check_model_flags(*(flags.get(name) for name in ("model", "model_input", "weights", "input", "text", "text_file")))
     for name in ("text", "text_file"):  # `-`: standard input, read once here, run as --text
         if flags.get(name) == "-":
             from lstm_cli.paths import read_stdin
 
             flags["text"], flags["text_file"] = read_stdin(f"--{name.replace('_', '-')}"), None
-    if flags.get("weights") or flags.get("input") or flags.get("key") is not None or flags.get("trust_checkpoint"):
+    if any(flags.get(name) for name in ("weights", "input", "trust_checkpoint", "initial_state", "model_input")) \
+            or flags.get("key") is not None:
         from lstm_cli.sources import resolve_flags
 
         flags = resolve_flags(flags, explicit)
@@ -325,7 +330,8 @@ def _gates_option(*decls: str, help: str, **kwargs: Any) -> Any:
     "gates",
     epilog="Examples: lstm-cli gates | lstm-cli gates --heatmap 0:f | "
     "lstm-cli gates --bidirectional --lengths 10,7,3 --json | "
-    "lstm-cli gates --export gates.npz --plot gates.png",
+    "lstm-cli gates --export gates.npz --plot gates.png | "
+    "lstm-cli gates --weights model.onnx --model-input data.npz --compare-input random",
 )
 @lstm_command
 def gates_command(
@@ -347,6 +353,7 @@ def gates_command(
     units: Annotated[bool, _gates_option("--units", help="Also the fraction of time every unit of every gate is left- and right-saturated (counts over 50% and 90%, the top units); with --plot also a scatter per layer, left vs right, in FILE_units.png next to --plot's file.")] = False,
     compare_weights: Annotated[str | None, _gates_option("--compare-weights", metavar="FILE|random", help="Also run other weights of the same architecture on the same input (an earlier checkpoint, or random: an untrained copy from --seed) and show what changed, side by side.")] = None,
     compare_key: Annotated[str | None, _gates_option("--compare-key", help="Which LSTM in --compare-weights (as --key).")] = None,
+    compare_input: Annotated[str | None, _gates_option("--compare-input", metavar="random|FILE", help="Also run the same weights on another input of the same shape (random: N(0, 1) from --seed; or a .pt/.npy tensor), from a zero state, and show what changed, side by side: what a model's own input (--model-input) shows that random input hides.")] = None,
     atol: AtolFlag = None,
     rtol: RtolFlag = None,
     json_output: JsonFlag = False,
@@ -375,10 +382,20 @@ def gates_command(
     from lstm_cli.gates import run_gates
     from lstm_cli.render.gates import capture_progress, render_gates
 
+    if compare_input is not None and compare_weights is not None:
+        raise UsageError("--compare-input and --compare-weights each compare against a second run: give one of them")
+    if compare_input is not None and compare_input != "random":
+        from lstm_cli.paths import readable_file
+
+        readable_file("--compare-input", compare_input)
     if compare_key is not None and compare_weights is None:
         raise UsageError("--compare-key picks an LSTM inside --compare-weights; give --compare-weights too")
     with capture_progress(spec) as progress:
-        if compare_weights is None:
+        if compare_input is not None:
+            from lstm_cli.gates.compare import run_compared_input
+
+            result = run_compared_input(spec, compare_input, options, progress)
+        elif compare_weights is None:
             result = run_gates(spec, options, progress=progress)
         else:
             from lstm_cli.gates.compare import compare_spec, run_compared

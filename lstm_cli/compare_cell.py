@@ -11,7 +11,8 @@ from torch import nn
 
 from lstm_cli import cells, timing
 from lstm_cli.checks import Check, close, max_abs_diff, within
-from lstm_cli.model import make_input, place, prepare, run_lstm, time_major
+from lstm_cli.errors import UsageError
+from lstm_cli.model import InitialState, direction_state, make_input, place, prepare, run_lstm, time_major
 from lstm_cli.runtime import collect_warnings, tf32_mode
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.timing import Spread, TimedPath, interleaved_seconds, spread
@@ -122,15 +123,19 @@ def run_compare(
     with collect_warnings(notes):
         if hidden_sizes is None:
             prepared = prepare(spec, extra_elements=extra, command="compare-cell")
-            placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
+            placement, lstm, x, initial = prepared.placement, prepared.lstm, prepared.x, prepared.initial
         else:
+            if spec.initial_state is not None or spec.captured is not None:
+                raise UsageError("--hidden-sizes builds a free-form stack; --initial-state and captured runs "
+                                 "start nn.LSTM's own layers: leave out --hidden-sizes")
+            initial = None
             placement = place(spec, extra_elements=extra, command="compare-cell", widths=hidden_sizes)
             x = make_input(spec, placement)
         with tf32_mode(placement.device, allow_tf32):
             if hidden_sizes is None:
                 stack = cells.cells_from_lstm(lstm)
                 references = [lstm]
-                fused = lambda: _fused_run(lstm, x, spec)  # noqa: E731
+                fused = lambda: _fused_run(lstm, x, spec, initial)  # noqa: E731
                 reference = "nn.LSTM (one fused module)"
             else:
                 stack = cells.free_form_cells(spec, hidden_sizes, placement.device, placement.dtype)
@@ -141,10 +146,11 @@ def run_compare(
             step_macs = sum(shadow_step_macs(module) for module in references)
             sample = choose_sample(batch, spec.seq_len, step_macs, spec.lengths)
             expected = fused()
-            looped = cells.run_cells(stack, x, spec, progress, sample=sample)
+            looped = cells.run_cells(stack, x, spec, progress, sample=sample, initial=initial)
             timed = None
             if repeat:
-                timed = time_paths(fused, lambda: cells.run_cells(stack, x, spec, progress), placement.device, repeat)
+                timed = time_paths(fused, lambda: cells.run_cells(stack, x, spec, progress, initial=initial),
+                                   placement.device, repeat)
                 busy = timing_notes(timed, str(placement.device))
                 timed.steady = not busy
                 notes.extend(busy)
@@ -158,12 +164,14 @@ def run_compare(
 
     directions = ("forward", "backward")[: stack.num_directions]
     checks = []
+    sampled = None if initial is None else initial.batched().sequences(torch.tensor(sample.sequences))
     for layer in range(len(stack.cells)):
         module, module_layer = (lstm, layer) if hidden_sizes is None else (references[layer], 0)
-        for direction in directions:
+        for d, direction in enumerate(directions):
             checks.append(check_direction(
                 f"layer {layer} {direction}: each step from the loop's own state",
                 module, module_layer, direction, looped.records[(layer, direction)], sample, rule,
+                initial=direction_state(sampled, layer, d, len(directions)),
             ))
     if spec.lengths is not None:
         checks += _packing_checks(spec, looped, sample, directions, rule)
@@ -184,7 +192,8 @@ def run_compare(
     if hidden_sizes is None:
         with collect_warnings(notes):
             shadowed = sample.sequences[:SHADOW_SEQUENCES]
-            run = run_shadow(lstm, time_major(x, spec), spec.lengths, shadowed, batch * spec.seq_len * step_macs)
+            run = run_shadow(lstm, time_major(x, spec), spec.lengths, shadowed, batch * spec.seq_len * step_macs,
+                             None if initial is None else initial.batched())
         if isinstance(run, str):
             shadow_note = run
         else:
@@ -267,8 +276,8 @@ def describe_stack(stack: cells.CellStack, spec: LSTMSpec) -> list[StackLayer]:
     return rows
 
 
-def _fused_run(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> cells.StackRun:
-    forward = run_lstm(lstm, x, spec)
+def _fused_run(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec, initial: InitialState | None = None) -> cells.StackRun:
+    forward = run_lstm(lstm, x, spec, initial)
     return cells.StackRun(forward.output, list(zip(forward.h_n.unbind(0), forward.c_n.unbind(0))))
 
 

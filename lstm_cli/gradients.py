@@ -18,7 +18,7 @@ from torch import nn
 
 from lstm_cli.checks import Check
 from lstm_cli.model import (
-    Placement, build_lstm, init_uniform, make_input, place, recurrent_kwargs, time_major, weight_generator,
+    InitialState, Placement, build_lstm, make_initial_state, state_pair, init_uniform, make_input, place, recurrent_kwargs, time_major, weight_generator,
 )
 from lstm_cli.runtime import collect_warnings, tf32_mode
 from lstm_cli.spec import LSTMSpec
@@ -96,6 +96,7 @@ def run_gradients(
     with collect_warnings(notes):
         placement = place(spec, command="gradients", cells=cells)  # runtime.memory_copies counts each model
         x = make_input(spec, placement)
+        initial = make_initial_state(spec, placement)
         models = []
         with tf32_mode(placement.device, False):
             for cell in cells:
@@ -106,7 +107,7 @@ def run_gradients(
                     from lstm_cli.sources import save_state
 
                     save_state(module.state_dict(), spec.save_weights)
-                norms = step_grad_norms(module, x, spec)
+                norms = step_grad_norms(module, x, spec, initial if cell == "lstm" else None)
                 models.append(summarise(cell, module, norms, forget_bias if cell == "lstm" else None))
 
     references = [MODULE_NAMES[cell] for cell in cells if cell != "lstm"]
@@ -116,6 +117,9 @@ def run_gradients(
             f"(PyTorch's init, seed {spec.seed}); only the LSTM is loaded from {spec.weights}"
         )
     underflow = underflow_note(models, placement.dtype_name, smallest_positive(placement.dtype))
+    if initial is not None and references:
+        notes.append(f"the LSTM starts from the initial state ({spec.initial_state_source()}); "
+                     f"{' and '.join(references)} start from zeros")
 
     if underflow:
         notes.append(underflow)
@@ -224,11 +228,13 @@ def underflow_note(models: list[ModelGradients], dtype: str, smallest: float) ->
     return note + "."
 
 
-def step_grad_norms(module: nn.Module, x: torch.Tensor, spec: LSTMSpec) -> list[float]:
-    """||d loss / d x_t|| for t = 0 .. L-1, loss = h_n[-1].sum(), in float64 from the gradient."""
+def step_grad_norms(module: nn.Module, x: torch.Tensor, spec: LSTMSpec,
+                    initial: InitialState | None = None) -> list[float]:
+    """||d loss / d x_t|| for t = 0 .. L-1, loss = h_n[-1].sum(), in float64 from the gradient;
+    the LSTM from `initial` (None: zeros)."""
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        _output, state = module(x)
+        _output, state = module(x, state_pair(initial)) if initial is not None else module(x)
         h_n = state[0] if isinstance(state, tuple) else state  # LSTM returns (h_n, c_n)
         loss = h_n[-1].sum()
         (grad,) = torch.autograd.grad(loss, x)

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lstm_cli.checks import Check, close, within
+from lstm_cli.checks import Check, close, max_abs_diff, within
 from lstm_cli.explain import explain_lines
 from lstm_cli.model import Forward, prepare, run_lstm, time_major
-from lstm_cli.sources import find_lstm
+from lstm_cli.sources import lstm_group_of
 from lstm_cli.verify.loop64 import loop_forward
 from lstm_cli.verify.original import check_original
 from lstm_cli.runtime import collect_warnings
@@ -68,6 +68,23 @@ class InspectResult:
     packed: dict | None = None
 
 
+def captured_output_checks(spec: LSTMSpec, lstm, x, initial, found, atol, rtol) -> tuple[list[Check], list[str]]:
+    """The captured run's own outputs against these weights in nn.LSTM's equations
+    (verify.captured); an int8 original is reported, not judged."""
+    from lstm_cli.insitu.feed import feed_of
+    from lstm_cli.verify.captured import check_captured
+
+    feed = feed_of(spec)
+    what = (f"module '{feed.key}' as the model ran it" if feed.module is not None
+            else f"node '{spec.key}' as the whole graph ran it")
+    if found is not None and not found.run_original_exact:
+        ours = run_lstm(lstm, x, spec, initial)
+        diff = max_abs_diff(ours.output.cpu(), feed.captured.output)
+        return [], [f"{what}: output differs from nn.LSTM's on the captured input by at most {diff:.3g} "
+                    "(reported, not judged: the original runs in int8)"]
+    return check_captured(spec, lstm, x, initial, feed.captured, what, atol, rtol)
+
+
 def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None,
                 rtol: float | None = None) -> InspectResult:
     notes: list[str] = []
@@ -75,9 +92,9 @@ def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None
         prepared = prepare(spec, command="inspect")
         placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
         if spec.own_loop_only is None:
-            forward = run_lstm(lstm, x, spec)
+            forward = run_lstm(lstm, x, spec, prepared.initial)
         else:
-            forward = loop_forward(lstm, x, spec, spec.recurrent_activation)
+            forward = loop_forward(lstm, x, spec, spec.recurrent_activation, prepared.initial)
             notes.append(
                 f"this model has {spec.own_loop_only}, which nn.LSTM cannot compute: output, h_n and c_n "
                 "come from a float64 loop of the model's own equations (the identities hold for any LSTM)"
@@ -103,13 +120,19 @@ def run_inspect(spec: LSTMSpec, explain: bool = False, atol: float | None = None
         Check("total parameters == closed-form count", total == expected, float(abs(total - expected)), 0.0),
         *identity_checks(spec, forward, rule),
     ]
-    if spec.weights is not None:
-        found = find_lstm(spec.weights, spec.key, spec.trust_checkpoint).found
+    if spec.weights is not None or spec.captured is not None:
+        found = lstm_group_of(spec).found
         if found is not None and found.run_original is not None:
             with collect_warnings(notes):
                 original_checks, original_notes = check_original(found, lstm, time_major(x, spec), atol, rtol)
             checks += original_checks
             notes += original_notes
+        if spec.captured is not None:
+            with collect_warnings(notes):
+                captured_checks, captured_notes = captured_output_checks(spec, lstm, x, prepared.initial, found,
+                                                                         atol, rtol)
+            checks += captured_checks
+            notes += captured_notes
     return InspectResult(
         command="inspect",
         config=spec.config(),

@@ -56,11 +56,11 @@ def build_lstm(spec: LSTMSpec, placement: Placement) -> nn.LSTM:
         bidirectional=spec.bidirectional,
         proj_size=spec.proj_size,
     )
-    if spec.weights is not None:
-        from lstm_cli.sources import find_lstm
+    if spec.weights is not None or spec.captured is not None:
+        from lstm_cli.sources import lstm_group_of
 
         lstm = nn.LSTM(**kwargs, dtype=placement.dtype)
-        group = find_lstm(spec.weights, spec.key, spec.trust_checkpoint)
+        group = lstm_group_of(spec)
         lstm.load_state_dict(group.state)
         for name, p in (group.found.peepholes if group.found else {}).items():
             # Buffers move and cast with the module; nn.LSTM's own forward never reads them
@@ -99,8 +99,14 @@ def init_uniform(module: nn.Module, hidden_size: int, generator: torch.Generator
 
 
 def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:
-    """The --input tensor, the text of --text/--text-file (text_input.py), or standard normal input of the spec's input shape (honouring
-    batch_first/unbatched) where, with --lengths, steps past each length are zero padding."""
+    """The --input tensor, what a run of the user's whole model fed the LSTM (insitu), the text
+    of --text/--text-file (text_input.py), or standard normal input of the spec's input shape
+    (honouring batch_first/unbatched) where, with --lengths, steps past each length are zero
+    padding."""
+    if spec.captured is not None:
+        from lstm_cli.insitu.feed import feed_of
+
+        return feed_of(spec).captured.x.to(device=placement.device, dtype=placement.dtype)
     if spec.input is not None:
         from lstm_cli.sources import load_input
 
@@ -131,18 +137,81 @@ def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:
 
 
 @dataclass
+class InitialState:
+    """(h_0, c_0) in nn.LSTM's layout: (D * num_layers, N, H_out) and (D * num_layers, N, H),
+    without the N axis for unbatched input. A run without one starts from zeros (None)."""
+
+    h0: torch.Tensor
+    c0: torch.Tensor
+
+    def pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.h0, self.c0
+
+    def batched(self) -> InitialState:
+        """With an N axis also for unbatched input."""
+        return InitialState(self.h0.unsqueeze(1), self.c0.unsqueeze(1)) if self.h0.dim() == 2 else self
+
+    def layers(self, start: int, stop: int) -> InitialState:
+        """Rows [start, stop) of the D * num_layers axis (one layer: [layer * D, layer * D + D))."""
+        return InitialState(self.h0[start:stop], self.c0[start:stop])
+
+    def sequences(self, index: torch.Tensor) -> InitialState:
+        """The batch rows `index` (batched states only)."""
+        return InitialState(self.h0.index_select(1, index.to(self.h0.device)), self.c0.index_select(1, index.to(self.c0.device)))
+
+    def to(self, **kwargs) -> InitialState:
+        return InitialState(self.h0.to(**kwargs), self.c0.to(**kwargs))
+
+
+def state_pair(initial: InitialState | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """nn.LSTM's hx argument: the pair, or None for zeros."""
+    return None if initial is None else initial.pair()
+
+
+def direction_state(initial: InitialState | None, layer: int, d: int, num_directions: int
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The (N, H_out) h_0 and (N, H) c_0 where layer `layer`, direction `d` starts (batched), or
+    (None, None) for zeros."""
+    if initial is None:
+        return None, None
+    k = layer * num_directions + d
+    batched = initial.batched()
+    return batched.h0[k], batched.c0[k]
+
+
+def make_initial_state(spec: LSTMSpec, placement: Placement) -> InitialState | None:
+    """The run's (h_0, c_0): captured with the input (insitu), from --initial-state, or None
+    (zeros, nn.LSTM's default)."""
+    initial = None
+    if spec.captured is not None:
+        from lstm_cli.insitu.feed import feed_of
+
+        captured = feed_of(spec).captured
+        if captured.h0 is not None:
+            initial = InitialState(captured.h0, captured.c0)
+    if spec.initial_state is not None:
+        from lstm_cli.sources import load_initial_state
+
+        initial = InitialState(*load_initial_state(spec.initial_state, spec))
+    return None if initial is None else initial.to(device=placement.device, dtype=placement.dtype)
+
+
+@dataclass
 class Prepared:
-    """What every command starts from: where it runs, the module and its input."""
+    """What every command starts from: where it runs, the module, its input and the state the
+    run starts from (None: zeros)."""
 
     placement: Placement
     lstm: nn.LSTM
     x: torch.Tensor
+    initial: InitialState | None = None
 
 
 def prepare(spec: LSTMSpec, extra_elements: int = 0, x: torch.Tensor | None = None,
-            command: str = "forward") -> Prepared:
-    """Place, build, save (--save-weights) and make the input, in that order; `x` given is
-    the input instead (a second model run on the first one's input)."""
+            command: str = "forward", initial: InitialState | None = None) -> Prepared:
+    """Place, build, save (--save-weights) and make the input and initial state, in that
+    order; `x` given is the input instead (a second model run on the first one's input), with
+    `initial` its initial state."""
     placement = place(spec, extra_elements, command)
     lstm = build_lstm(spec, placement)
     if spec.save_weights is not None:
@@ -150,8 +219,9 @@ def prepare(spec: LSTMSpec, extra_elements: int = 0, x: torch.Tensor | None = No
 
         save_state(lstm.state_dict(), spec.save_weights)
     if x is not None:
-        return Prepared(placement, lstm, x.to(device=placement.device, dtype=placement.dtype))
-    return Prepared(placement, lstm, make_input(spec, placement))
+        moved = None if initial is None else initial.to(device=placement.device, dtype=placement.dtype)
+        return Prepared(placement, lstm, x.to(device=placement.device, dtype=placement.dtype), moved)
+    return Prepared(placement, lstm, make_input(spec, placement), make_initial_state(spec, placement))
 
 
 @dataclass
@@ -174,15 +244,16 @@ class Forward:
 
 
 @torch.inference_mode()
-def run_lstm(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> Forward:
-    """nn.LSTM on x; with --lengths through pack_padded_sequence (unsorted lengths allowed)."""
+def run_lstm(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec, initial: InitialState | None = None) -> Forward:
+    """nn.LSTM on x from `initial` (None: zeros); with --lengths through pack_padded_sequence
+    (unsorted lengths allowed; nn.LSTM takes the states in the user's batch order)."""
     if spec.lengths is None:
-        output, (h_n, c_n) = lstm(x)
+        output, (h_n, c_n) = lstm(x, state_pair(initial))
         return Forward(output, h_n, c_n)
     packed = pack_padded_sequence(
         x, torch.tensor(spec.lengths), batch_first=spec.batch_first, enforce_sorted=False
     )
-    packed_output, (h_n, c_n) = lstm(packed)
+    packed_output, (h_n, c_n) = lstm(packed, state_pair(initial))
     output, _ = pad_packed_sequence(
         packed_output, batch_first=spec.batch_first, total_length=spec.seq_len
     )

@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from lstm_cli.formats.named_tensors import LSTM_PARAM
 from lstm_cli.formats.torch_file import load_weights_only
 from lstm_cli.paths import file_version, readable_file, writable_file
 
+RUN_TIME_ROLES = ("sequence_lens ", "initial_h ", "initial_c ")  # an ONNX node's run-time inputs, in notes
 SAVE_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
 ARCHITECTURE_FIELDS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "bias")
 
@@ -269,9 +271,10 @@ def _load_input(file: Path, version: tuple[int, int]) -> torch.Tensor:
 # -- flags and files together -----------------------------------------------------------------
 
 
-def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+def resolve_flags(flags: dict[str, Any], explicit: set[str], feed: Any = None) -> dict[str, Any]:
     """Fill the shared flags from --weights and --input: the file decides what the user left at
-    its default, and a flag given explicitly that contradicts a file is an error."""
+    its default, and a flag given explicitly that contradicts a file is an error. `feed`: a run
+    of a PyTorch model already captured (lstm_cli.watch), in place of --model-input."""
     flags = dict(flags)
 
     def take(field: str, value: Any, source: str) -> None:
@@ -282,19 +285,34 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
             raise UsageError(f"{flag} {shown} contradicts {source}, which has {field.replace('_', ' ')} {actual}")
         flags[field] = value
 
-    if flags.get("weights"):
+    model_input = flags.get("model_input")
+    onnx = bool(model_input and flags.get("weights")) and detect(readable_file("--weights", flags["weights"])).kind == "onnx"
+    # The LSTM's weights come from the module that ran (a PyTorch model), not from a file.
+    runs_module = feed is not None or (bool(model_input) and not onnx)
+    if flags.get("weights") or runs_module:
         if flags.get("trust_checkpoint"):
             print(f"{PROG}: warning: --trust-checkpoint: unpickling {flags['weights']} can run any code it holds",
                   file=sys.stderr)
-        group = find_lstm(flags["weights"], flags.get("key"), flags.get("trust_checkpoint", False))
+        if runs_module:
+            if feed is None:
+                from lstm_cli.insitu.feed import capture_from_flags
+
+                feed = capture_from_flags(flags.get("weights"), flags.get("key"), model_input, flags.get("model"),
+                                          flags.get("trust_checkpoint", False), onnx=False)
+            group = module_group(feed)
+            loaded_from = (f"--model {flags['model']}" if flags.get("model") else
+                           f"--weights {flags['weights']}" if flags.get("weights") else feed.model_name)
+        else:
+            group = find_lstm(flags["weights"], flags.get("key"), flags.get("trust_checkpoint", False))
+            loaded_from = f"--weights {flags['weights']}"
         flags["key"] = group.prefix
         for field, value in group.architecture().items():
-            take(field, value, f"--weights {flags['weights']}")
+            take(field, value, loaded_from)
         if "dtype" not in explicit and group.dtype in ("float32", "float64", "float16", "bfloat16"):
             flags["dtype"] = group.dtype
-        source = describe_source(flags["weights"], group)
+        source = describe_source(feed.model_name if runs_module else flags["weights"], group)
         recorded = group.found.batch_first if group.found else None
-        if recorded is None:
+        if recorded is None and not runs_module:
             if not flags.get("batch_first"):
                 source["notes"].append(
                     "input layout assumed time-major (L, N, H_in): the file does not record it "
@@ -302,16 +320,24 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
                 )
         elif recorded and not flags.get("batch_first"):
             flags["batch_first"] = True  # the reader's conversions say so
-        elif not recorded and "batch_first" in explicit:
+        elif recorded is False and "batch_first" in explicit:
             source["notes"].append("--batch-first given; the file records time-major input (L, N, H_in)")
         flags["recurrent_activation"] = source["recurrent_activation"]
         flags["peepholes"] = bool(source["peepholes"])
         flags["stack_widths"] = group.stack_widths
         flags["source"] = source
+        if onnx and model_input:
+            from lstm_cli.insitu.feed import capture_from_flags
+
+            feed = capture_from_flags(flags["weights"], flags["key"], model_input, None, False, onnx=True)
+        if feed is not None:
+            _take_captured(flags, feed, take)
     elif flags.get("key") is not None:
         raise UsageError("--key picks an LSTM inside --weights; give --weights too")
     elif flags.get("trust_checkpoint"):
         raise UsageError("--trust-checkpoint applies to a --weights file; give --weights too")
+    if flags.get("initial_state"):
+        load_initial_state(flags["initial_state"], None)  # readable and well-formed before any work
 
     if flags.get("input"):
         x = load_input(flags["input"])
@@ -344,6 +370,118 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
         take("seq_len", len(text.ids), f"{source} (one step per character)")
         flags["embedding"] = text.embedding
     return flags
+
+
+def _take_captured(flags: dict[str, Any], feed: Any, take: Callable[[str, Any, str], None]) -> None:
+    """The shape of the captured run decides the run's shape; an explicit flag that contradicts
+    it is an error, like one that contradicts a file."""
+    captured = feed.captured
+    words = f"--model-input {flags['model_input']} ({captured.where})" if flags.get("model_input") else captured.where
+    take("unbatched", captured.unbatched, words)
+    take("batch_first", captured.batch_first, words)
+    x = captured.x
+    if captured.unbatched:
+        seq_len, features = x.shape
+    else:
+        first, second, features = x.shape
+        seq_len, batch = (second, first) if captured.batch_first else (first, second)
+        take("batch_size", batch, words)
+    take("seq_len", seq_len, words)
+    take("lengths", captured.lengths, words)
+    take("input_size", features, words)
+    if captured.h0 is not None and flags.get("initial_state"):
+        raise UsageError(f"--initial-state {flags['initial_state']}: the captured run has its own initial state ({captured.where})")
+    flags["captured"] = captured.where
+    source = flags["source"]
+    source["captured_initial_state"] = captured.h0 is not None
+    # The reader's notes on run-time inputs describe a run from zeros at full length; this run
+    # has the values the graph computed.
+    source["notes"] = [note for note in source["notes"] if not note.startswith(RUN_TIME_ROLES)]
+    source["notes"].extend(captured.notes)
+
+
+def module_group(feed: Any) -> LSTMGroup:
+    """The LSTM's weights as the module that ran holds them."""
+    from lstm_cli.formats.torch_file import module_found
+
+    found = module_found(feed.key, feed.module)
+    group = infer_group(feed.key, found.state)
+    group.found, group.format = found, "PyTorch module (captured while it ran)"
+    return group
+
+
+def lstm_group_of(spec: Any) -> LSTMGroup:
+    """The LSTM a spec runs: the captured module's, or --weights'."""
+    if spec.captured is not None:
+        from lstm_cli.insitu.feed import feed_of
+
+        feed = feed_of(spec)
+        if feed.module is not None:
+            return module_group(feed)
+    return find_lstm(spec.weights, spec.key, spec.trust_checkpoint)
+
+
+# -- reading an initial state -------------------------------------------------------------------
+
+
+def load_initial_state(path: str, spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h_0, c_0) from --initial-state: a .npz with arrays h0 and c0, or a .pt holding a pair
+    (h0, c0) or a dict with h0 and c0; shapes checked against `spec` when given."""
+    file = readable_file("--initial-state", path)
+    h0, c0 = _load_initial_state(file, file_version(file))
+    if spec is not None:
+        D, H = spec.num_directions * spec.num_layers, spec.hidden_size
+        batch = () if spec.unbatched else (spec.batch_size,)
+        for name, value, width in (("h0", h0, spec.h_out), ("c0", c0, H)):
+            want = (D, *batch, width)
+            if tuple(value.shape) != want:
+                raise UsageError(
+                    f"--initial-state {path}: {name} is {shape_text(value.shape)} but this LSTM starts from "
+                    f"{shape_text(want)} (D*num_layers, {'N, ' if batch else ''}{'H_out' if name == 'h0' else 'H'})"
+                )
+    return h0, c0
+
+
+@functools.lru_cache(maxsize=2)
+def _load_initial_state(file: Path, version: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    path = str(file)
+    detected = detect(file)
+    wanted = "--initial-state takes a .npz with arrays h0 and c0 (np.savez(path, h0=h0, c0=c0)) or a .pt holding (h0, c0)"
+    if detected.kind == "npz":
+        try:
+            with np.load(file, allow_pickle=False) as archive:
+                value: Any = {name: torch.from_numpy(np.array(archive[name])) for name in archive.files}
+        except ValueError as exc:
+            raise UsageError(f"--initial-state {path}: refusing to load it: {str(exc)[:160]}") from None
+        except (OSError, EOFError, KeyError) as exc:
+            raise UsageError(f"--initial-state {path}: not a readable .npz file: {str(exc)[:160]}") from None
+    elif detected.kind == "torch":
+        try:
+            value = load_weights_only(file, advice="save the states with torch.save((h0, c0), path)")
+        except FormatError as exc:
+            raise UsageError(f"--initial-state {path}: {exc}") from None
+    else:
+        raise UsageError(f"--initial-state {path}: {detected.what.split(':')[0]}; {wanted}")
+    if isinstance(value, dict):
+        missing = [name for name in ("h0", "c0") if name not in value]
+        if missing:
+            held = ", ".join(map(str, value)) or "nothing"
+            raise UsageError(f"--initial-state {path}: has no {missing[0]} (it holds {held}); {wanted}")
+        pair = (value["h0"], value["c0"])
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        raise UsageError(f"--initial-state {path}: holds a {type(value).__name__}; {wanted}")
+    for name, t in zip(("h0", "c0"), pair):
+        if not isinstance(t, torch.Tensor) or not t.dtype.is_floating_point:
+            what = type(t).__name__ if not isinstance(t, torch.Tensor) else f"a {str(t.dtype).removeprefix('torch.')} tensor"
+            raise UsageError(f"--initial-state {path}: {name} is {what}, not a floating-point tensor")
+        if t.dim() not in (2, 3):
+            raise UsageError(f"--initial-state {path}: {name} has shape {shape_text(t.shape)}; expected (D*num_layers, N, width), or (D*num_layers, width) unbatched")
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            raise UsageError(f"--initial-state {path}: {name} has {int(bad.sum())} NaN/Inf value(s)")
+    return pair[0], pair[1]
 
 
 def check_save_path(path: str) -> None:

@@ -73,10 +73,21 @@ class LSTMSpec:
     text_file: str | None = None
     vocab: str | None = None  # a JSON list of characters; default: the checkpoint's "vocab"
     embedding: str | None = None  # the embedding matrix's name (found when not given); None = one-hot
+    # The state the run starts from (h_0, c_0), from a file; default zeros, as nn.LSTM's.
+    initial_state: str | None = None
+    # The user's whole model run on the user's data (insitu/): --model-input feeds an ONNX
+    # --weights graph, a trusted pickled module, or --model's factory module; what reaches the
+    # LSTM (--key) is captured and every command runs on it.
+    model_input: str | None = None
+    model: str | None = None  # "package.module:factory", an nn.Module built from the user's code
     # What --weights turned out to be (set by sources.resolve_flags, never by a flag):
     recurrent_activation: str = "sigmoid"  # of i, f, o; nn.LSTM computes only sigmoid
     peepholes: bool = False  # the file's LSTM has peephole weights (ONNX P), which nn.LSTM cannot run
     stack_widths: tuple[int, ...] | None = None  # a free-form stack of LSTMCells of these widths
+    # Where the captured input came from, in words ("captured at node /lstm/LSTM of model.onnx
+    # running x.npy"): set by sources.resolve_flags (or lstm_cli.watch), never by a flag; the
+    # captured tensors are kept by insitu.feed under these words.
+    captured: str | None = None
     source: dict | None = None  # file, format, key, conversions, notes (JSON-ready)
 
     def __post_init__(self) -> None:
@@ -126,6 +137,7 @@ class LSTMSpec:
         if self.lengths is not None:
             self._validate_lengths(self.lengths)
         check_text_flags(self.text, self.text_file, self.input, self.weights, self.vocab, self.embedding)
+        check_model_flags(self.model, self.model_input, self.weights, self.input, self.text, self.text_file)
 
     def _validate_lengths(self, lengths: tuple[int, ...]) -> None:
         if self.unbatched:
@@ -167,10 +179,21 @@ class LSTMSpec:
         out["lengths"] = list(self.lengths) if self.lengths is not None else None
         out["stack_widths"] = list(self.stack_widths) if self.stack_widths is not None else None
         out["input_source"] = self.input_source()
+        out["initial_state_source"] = self.initial_state_source()
         return out
+
+    def initial_state_source(self) -> str:
+        """Where (h_0, c_0) came from, in words; "zeros" by default."""
+        if self.initial_state is not None:
+            return f"file {self.initial_state}"
+        if self.captured is not None and self.source is not None and self.source.get("captured_initial_state"):
+            return "captured with the input"
+        return "zeros"
 
     def input_source(self) -> str:
         """Where the input came from, in words (headers and JSON say it)."""
+        if self.captured is not None:
+            return self.captured
         if self.input is not None:
             return f"file {self.input}"
         if self.text is not None or self.text_file is not None:
@@ -266,6 +289,25 @@ def check_text_flags(
                 raise UsageError(f"{flag} applies to --text or --text-file: give one of them too")
     if text == "":
         raise UsageError("--text is empty: give at least one character")
+
+
+def check_model_flags(model: str | None, model_input: str | None, weights: str | None, input: str | None,
+                      text: str | None, text_file: str | None) -> None:
+    """--model-input and --model: the user's whole model on the user's data, one input at a time."""
+    if model is not None and model_input is None:
+        raise UsageError("--model builds the user's whole model: give --model-input, the data to run it on")
+    if model is not None and (":" not in model or not all(model.partition(":")[::2])):
+        raise UsageError(f"--model takes package.module:factory, a function that returns the nn.Module (got {model!r})")
+    if model_input is None:
+        return
+    if weights is None and model is None:
+        raise UsageError(
+            "--model-input runs a whole model: give --weights model.onnx, a pickled module with "
+            "--trust-checkpoint, or --model package.module:factory"
+        )
+    for flag, value in (("--input", input), ("--text", text), ("--text-file", text_file)):
+        if value is not None:
+            raise UsageError(f"--model-input and {flag} are two inputs: give one of them")
 
 
 def parse_lengths(text: str | None) -> tuple[int, ...] | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lstm_cli.model import direction_weights, prepare, time_major
+from lstm_cli.model import direction_state, direction_weights, prepare, time_major
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.verify.loop64 import run_direction
 
@@ -41,12 +41,16 @@ def unit_states(spec: LSTMSpec, sequence: int = 0) -> UnitStates:
     xs = xs[:steps].to("cpu")
     lengths = torch.tensor([steps])
     lstm = prepared.lstm.to("cpu")
+    initial = None
+    if prepared.initial is not None:  # the one sequence's own starting state
+        initial = prepared.initial.batched().sequences(torch.tensor([sequence])).to(device="cpu")
     values: dict[tuple[int, str], dict[str, np.ndarray]] = {}
     for layer in range(spec.num_layers):
         outputs = []
-        for direction in spec.directions():
+        for d, direction in enumerate(spec.directions()):
+            h0, c0 = direction_state(initial, layer, d, spec.num_directions)
             run = run_direction(direction_weights(lstm, layer, direction), xs, lengths, direction == "backward",
-                                spec.recurrent_activation, keep_gates=True)
+                                spec.recurrent_activation, keep_gates=True, h0=h0, c0=c0)
             gates = run.gates[:, 0].numpy()
             values[(layer, direction)] = {
                 "c": run.c[:, 0].numpy(), "h": run.h[:, 0].numpy(),

@@ -213,8 +213,8 @@ def test_vanishing_step_definition():
 def test_a_non_finite_gradient_fails_the_check_with_exit_1(run_cli, monkeypatch):
     original = gradients.step_grad_norms
 
-    def with_nan(module, x, spec):
-        norms = original(module, x, spec)
+    def with_nan(module, x, spec, initial=None):
+        norms = original(module, x, spec, initial)
         return [math.nan] + norms[1:] if isinstance(module, torch.nn.GRU) else norms
 
     monkeypatch.setattr(gradients, "step_grad_norms", with_nan)
@@ -627,7 +627,7 @@ def test_steps_that_underflow_count_as_vanished_when_the_last_is_positive(run_cl
 
 def test_a_vanishing_step_of_exactly_0_is_named_in_the_table(run_cli, monkeypatch):
     # the last step 3e-44 (float32 holds it) and before it 0: 0 < 1e-3 x 3e-44, one step back
-    monkeypatch.setattr(gradients, "step_grad_norms", lambda module, x, spec: [0.0, 0.0, 3e-44])
+    monkeypatch.setattr(gradients, "step_grad_norms", lambda module, x, spec, initial=None: [0.0, 0.0, 3e-44])
     args = ("gradients", "--seq-len", "3", "--cells", "rnn")
     (model,) = run_cli(*args, "--json").json()["models"]
     assert (model["vanishes_at_step"], model["vanishes_at_t"], model["underflow_steps"]) == (1, 1, 2)

@@ -3,7 +3,6 @@ node's inputs and outputs captured. Every value is checked against a computation
 (PyTorch's recogniser, numpy front-ends, float64 nn.LSTM with weights converted in this file),
 never against the code under test."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from lstm_cli.errors import UsageError  # noqa: E402
 from lstm_cli.insitu.onnx_graph import capture_onnx  # noqa: E402
+from tests.shipped import trained_recognizer  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RECOGNIZER_ONNX = EXAMPLES / "recognizer.onnx"
@@ -32,13 +32,7 @@ TORCH_FROM_ONNX = (0, 2, 3, 1)
 
 @pytest.fixture(scope="module")
 def recognizer():
-    """examples/recognizer.py loaded by path, with examples/recognizer.pt's trained weights."""
-    spec = importlib.util.spec_from_file_location("recognizer_example_insitu", EXAMPLES / "recognizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.build()
-    model.load_state_dict(torch.load(EXAMPLES / "recognizer.pt", map_location="cpu", weights_only=True))
-    return model.eval()
+    return trained_recognizer()
 
 
 def test_shipped_images_are_the_samples_images():

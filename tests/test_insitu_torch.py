@@ -7,7 +7,6 @@ submodules directly, by keeping what a loop saw, or by running nn.LSTM again."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstm_cli.errors import UsageError
 from lstm_cli.insitu.torch_hooks import Watch
+from tests.shipped import recognizer_images, trained_recognizer
 from lstm_cli.insitu.torch_module import capture_module, load_factory_module, load_model_input, load_state_into
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -45,14 +45,7 @@ def no_hooks_left(model: nn.Module) -> bool:
 
 @pytest.fixture(scope="module")
 def recognizer():
-    spec = importlib.util.spec_from_file_location("recognizer_example_insitu", EXAMPLES / "recognizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.build()
-    model.load_state_dict(torch.load(EXAMPLES / "recognizer.pt", map_location="cpu", weights_only=True), strict=True)
-    with np.load(EXAMPLES / "recognizer_samples.npz", allow_pickle=False) as data:
-        images = torch.from_numpy(data["images"][:8])
-    return model.eval(), images
+    return trained_recognizer(), recognizer_images(8)
 
 
 def test_recognizer_capture_is_the_conv_output_and_the_lstm_result(recognizer):

@@ -3,7 +3,6 @@ conv front-end, a 2-layer LSTM and a linear head, as a state_dict, a pickled mod
 export, with held-out sample images. Each file is checked against the others and against the
 model's own task, independently of the code that wrote them."""
 
-import importlib.util
 import itertools
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 
 from lstm_cli.formats import read_file
 from lstm_cli.sources import find_lstm
+from tests.shipped import load_example
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STATE_DICT = EXAMPLES / "recognizer.pt"
@@ -21,17 +21,9 @@ ONNX = EXAMPLES / "recognizer.onnx"
 SAMPLES = EXAMPLES / "recognizer_samples.npz"
 
 
-def load_recognizer_module():
-    """examples/ is not a package: load examples/recognizer.py by its path."""
-    spec = importlib.util.spec_from_file_location("recognizer_example", EXAMPLES / "recognizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def recognizer():
-    return load_recognizer_module()
+    return load_example("recognizer")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +74,7 @@ def test_the_state_dict_is_a_trained_recogniser(model, samples):
     assert correct >= 0.9 * len(labels), list(zip(predictions, labels))
     # An untrained copy reads nothing: the accuracy above is the training's.
     torch.manual_seed(0)
-    untrained = load_recognizer_module().build().eval()
+    untrained = load_example("recognizer").build().eval()
     with torch.no_grad():
         assert sum(p == want for p, want in zip(greedy_ctc(untrained(torch.from_numpy(images))), labels)) == 0
 

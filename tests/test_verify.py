@@ -240,7 +240,7 @@ def trained_bidirectional(tmp_path) -> list[str]:
 def test_backward_direction_run_forward_fails(run_cli, monkeypatch, weights, trained_bidirectional):
     real = cells._run_direction
     monkeypatch.setattr(cells, "_run_direction",
-                        lambda cell, w_hr, xs, valid, reverse, recorder=None: real(cell, w_hr, xs, valid, False, recorder))
+                        lambda cell, w_hr, xs, valid, reverse, recorder=None, **state: real(cell, w_hr, xs, valid, False, recorder, **state))
     flags = ["--bidirectional"] + (trained_bidirectional if weights == "trained" else [])
     result = run_cli("compare-cell", "--json", "--repeat", "0", *flags)
     assert result.code == 1
@@ -253,8 +253,8 @@ def test_backward_direction_run_forward_fails(run_cli, monkeypatch, weights, tra
 def test_padding_leaking_into_a_packed_sequence_fails(run_cli, monkeypatch, weights, trained_bidirectional):
     real = cells._run_direction
 
-    def leaky(cell, w_hr, xs, valid, reverse, recorder=None):
-        out, h, c = real(cell, w_hr, xs, None, reverse, recorder)  # runs over the padding too
+    def leaky(cell, w_hr, xs, valid, reverse, recorder=None, **state):
+        out, h, c = real(cell, w_hr, xs, None, reverse, recorder, **state)  # runs over the padding too
         return (out if valid is None else out * valid), h, c
 
     monkeypatch.setattr(cells, "_run_direction", leaky)
@@ -324,7 +324,7 @@ def test_planted_mistakes_in_the_capture_fail(run_cli, monkeypatch, trained_bidi
     elif kind == "backward":
         for capture in (gates_module.LoopCapture, gates_module.RecomputeCapture):
             real_run = capture.run
-            monkeypatch.setattr(capture, "run", lambda self, x, h, w, reverse, b, n, h_out=None, real_run=real_run: real_run(self, x, h, w, False, b, n, h_out))
+            monkeypatch.setattr(capture, "run", lambda self, x, h, w, reverse, b, n, h_out=None, real_run=real_run, **state: real_run(self, x, h, w, False, b, n, h_out, **state))
     else:  # every row runs at every step: padding flows into the states of short sequences
         monkeypatch.setattr(gates_module.WorkingBatch, "size_at", lambda self, t: self.B)
     result = run_cli("gates", "--json", "--method", method, "--dtype", dtype, *flags)

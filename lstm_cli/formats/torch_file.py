@@ -170,15 +170,19 @@ def _read_trusted(file: Path) -> Contents:
     if not modules:
         return find_in_tensors(flatten(value, torch.Tensor), "PyTorch state_dict (torch.save, loaded with --trust-checkpoint)")
     contents = Contents("pickled PyTorch module (loaded with --trust-checkpoint)")
-    for name, module in modules.items():
-        if isinstance(module, nn.LSTM):
-            state = {k: v.detach() for k, v in module.state_dict().items()}
-            contents.found.append(Found(name, state, batch_first=module.batch_first, conversions=[
-                f"nn.LSTM module '{name}' (batch_first={module.batch_first}, read from the module)"
-            ]))
-        else:  # nn.LSTMCell
-            state = {f"{k}_l0": v.detach() for k, v in module.state_dict().items()}
-            contents.found.append(Found(name, state, conversions=[
-                f"nn.LSTMCell module '{name}' -> layer 0 of a one-layer nn.LSTM (names + _l0; same weights)"
-            ]))
+    contents.found.extend(module_found(name, module) for name, module in modules.items())
     return contents
+
+
+def module_found(name: str, module: nn.LSTM | nn.LSTMCell) -> Found:
+    """An nn.LSTM or nn.LSTMCell module's weights under nn.LSTM's names (a cell is layer 0 of
+    a one-layer nn.LSTM)."""
+    if isinstance(module, nn.LSTM):
+        state = {k: v.detach() for k, v in module.state_dict().items()}
+        return Found(name, state, batch_first=module.batch_first, conversions=[
+            f"nn.LSTM module '{name}' (batch_first={module.batch_first}, read from the module)"
+        ])
+    state = {f"{k}_l0": v.detach() for k, v in module.state_dict().items()}
+    return Found(name, state, conversions=[
+        f"nn.LSTMCell module '{name}' -> layer 0 of a one-layer nn.LSTM (names + _l0; same weights)"
+    ])

@@ -149,9 +149,11 @@ class LoopCapture:
         self.activation = activation  # of i, f, o
 
     def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
-            batch: WorkingBatch, chunk_steps: int, h_out: torch.Tensor | None = None) -> Iterator[Chunk]:
+            batch: WorkingBatch, chunk_steps: int, h_out: torch.Tensor | None = None,
+            h0: torch.Tensor | None = None, c0: torch.Tensor | None = None) -> Iterator[Chunk]:
         """h_out: a (T, B, H_out) view to write h into (the next layer's input), or None for a
-        work buffer; each chunk's h is a view of it."""
+        work buffer; each chunk's h is a view of it. h0 (B, H_out), c0 (B, H): the state each
+        sequence starts from, in working order (None: zeros)."""
         T, B, _ = x.shape
         H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
         gemm = StepGemm(w.w_hh, B, self.gemm)
@@ -160,17 +162,19 @@ class LoopCapture:
                             raw=H if w.w_hr is not None else 0)
         buffer = work("gates", chunk_steps).view(chunk_steps, B, 4, H)
         full_steps = [StepViews.of(buffer[s]) for s in range(chunk_steps)]  # every row runs
-        h_prev, c_prev = x.new_zeros(B, H_out), x.new_zeros(B, H)  # carried from chunk to chunk
+        # carried from chunk to chunk
+        h_prev = x.new_zeros(B, H_out) if h0 is None else h0.clone()
+        c_prev = x.new_zeros(B, H) if c0 is None else c0.clone()
         for t0, t1 in chunk_bounds(T, chunk_steps, reverse):
             n = t1 - t0
             gates = input_projection(x[t0:t1], w, work("gates", n).view(n * B, 4 * H)).view(n, B, 4, H)
             cs, raw = work("c", n), work("raw", 1)[0]
             hs = work("h", n) if h_out is None else h_out[t0:t1]
             if batch.packed:
-                # A sequence that has not started yet (backward direction) reads a zero state
-                # at its first step, which is its own last one.
-                cs.zero_()
-                hs.zero_()
+                # A sequence that has not started yet (backward direction) reads the initial
+                # state at its first step, which is its own last one.
+                fill_initial(cs, c0)
+                fill_initial(hs, h0)
             h_step, c_step = h_prev, c_prev
             for t in _step_order(t0, t1, reverse):
                 s, bs = t - t0, batch.size_at(t)
@@ -198,26 +202,30 @@ class RecomputeCapture:
     needs_layer_output = True
 
     def run(self, x: torch.Tensor, h_seq: torch.Tensor | None, w: DirectionWeights, reverse: bool,
-            batch: WorkingBatch, chunk_steps: int, h_out: torch.Tensor | None = None) -> Iterator[Chunk]:
-        """h_out: as LoopCapture.run's."""
+            batch: WorkingBatch, chunk_steps: int, h_out: torch.Tensor | None = None,
+            h0: torch.Tensor | None = None, c0: torch.Tensor | None = None) -> Iterator[Chunk]:
+        """h_out, h0, c0: as LoopCapture.run's."""
         T, B, _ = x.shape
         H, H_out = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
         work = ChunkBuffers(x, chunk_steps, B, gates=4 * H, c=H, h=H_out if h_out is None else 0, ig=H, f=H,
                             raw=H if w.w_hr is not None else 0)
-        c_prev = x.new_zeros(B, H)
+        c_prev = x.new_zeros(B, H) if c0 is None else c0.clone()
         for t0, t1 in chunk_bounds(T, chunk_steps, reverse):
             n = t1 - t0
             gates = input_projection(x[t0:t1], w, work("gates", n).view(n * B, 4 * H))
-            gates.addmm_(previous_h(h_seq, t0, t1, reverse).reshape(n * B, H_out), w.w_hh.t())
+            h_before = previous_h(h_seq, t0, t1, reverse, h0, batch if reverse else None)
+            gates.addmm_(h_before.reshape(n * B, H_out), w.w_hh.t())
             gates = gates.view(n, B, 4, H)
             activate(gates)
             i, f, g, o = gates.unbind(2)
             ig = torch.mul(i, g, out=work("ig", n))
             valid = batch.valid_rows(t0, t1)
-            if valid is not None:  # a state is zero until its sequence's first step
-                mask = valid.unsqueeze(-1).to(ig.dtype)
-                ig.mul_(mask)
-                f = torch.mul(f, mask, out=work("f", n))
+            if valid is not None:
+                # Where a sequence is not running, c carries on unchanged (f = 1, i g = 0): a
+                # backward sequence keeps c_0 until its own last step, where it starts.
+                mask = valid.unsqueeze(-1)
+                ig.mul_(mask.to(ig.dtype))
+                f = torch.where(mask, f, torch.ones((), dtype=f.dtype, device=f.device), out=work("f", n))
             cs = work("c", n)
             for t in _step_order(t0, t1, reverse):
                 s = t - t0
@@ -228,17 +236,32 @@ class RecomputeCapture:
             yield Chunk(t0, t1, gates, cs, hs)
 
 
-def previous_h(h_seq: torch.Tensor, t0: int, t1: int, reverse: bool) -> torch.Tensor:
-    """h_(t-1) for t in [t0, t1) (h_(t+1) backward), zero before the first step. Padded steps of
-    nn.LSTM's output are zero, so a packed sequence's backward pass also starts from zero."""
+def previous_h(h_seq: torch.Tensor, t0: int, t1: int, reverse: bool, h0: torch.Tensor | None = None,
+               batch: WorkingBatch | None = None) -> torch.Tensor:
+    """h_(t-1) for t in [t0, t1) (h_(t+1) backward), h0 (zeros when None) before the first step.
+    A packed batch's backward sequences (`batch`) start at their own last step, where nn.LSTM's
+    output past the end is padding: they read h0 there."""
     T = h_seq.shape[0]
+    start = torch.zeros_like(h_seq[:1]) if h0 is None else h0.unsqueeze(0)
     if not reverse:
         if t0 > 0:
             return h_seq[t0 - 1 : t1 - 1]
-        return torch.cat([torch.zeros_like(h_seq[:1]), h_seq[: t1 - 1]])
-    if t1 < T:
-        return h_seq[t0 + 1 : t1 + 1]
-    return torch.cat([h_seq[t0 + 1 :], torch.zeros_like(h_seq[:1])])
+        return torch.cat([start, h_seq[: t1 - 1]])
+    before = h_seq[t0 + 1 : t1 + 1] if t1 < T else torch.cat([h_seq[t0 + 1 :], start])
+    if h0 is None or batch is None or not batch.packed:
+        return before  # padded steps of nn.LSTM's output are zero: a zero start already
+    # Rows whose sequence starts at step t (t + 1 is past its end) read h0 instead of padding.
+    after = torch.arange(t0 + 1, t1 + 1, device=h_seq.device).unsqueeze(1)
+    lengths = torch.tensor(batch.lengths, device=h_seq.device)
+    return torch.where((after >= lengths).unsqueeze(-1), start, before)
+
+
+def fill_initial(buffer: torch.Tensor, state: torch.Tensor | None) -> None:
+    """Every step of a (steps, B, width) buffer set to the initial state (zeros when None)."""
+    if state is None:
+        buffer.zero_()
+    else:
+        buffer.copy_(state.unsqueeze(0).expand_as(buffer))
 
 
 METHOD_CLASSES = {"loop": LoopCapture, "recompute": RecomputeCapture}

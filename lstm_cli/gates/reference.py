@@ -20,6 +20,7 @@ import torch
 from lstm_cli.gates.batch import WorkingBatch
 from lstm_cli.model import (
     Forward,
+    InitialState,
     direction_weights,
     from_time_major,
     run_lstm,
@@ -67,27 +68,41 @@ def single_layer_lstm(lstm: torch.nn.LSTM, layer: int, input_size: int, spec: LS
     return single
 
 
-def run_single_layer(single: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec, batch: WorkingBatch) -> Forward:
-    """A one-layer nn.LSTM on a time-major (T, B, in) input in working order: its (T, B, D * H_out)
-    output (padded steps zero) and final states, in working order."""
+def run_single_layer(single: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec, batch: WorkingBatch,
+                     initial: InitialState | None = None) -> Forward:
+    """A one-layer nn.LSTM on a time-major (T, B, in) input in working order from `initial`
+    (this layer's, batched, working order): its (T, B, D * H_out) output (padded steps zero)
+    and final states, in working order."""
     single_spec = replace(
         spec, input_size=x.shape[-1], num_layers=1, batch_first=False, unbatched=False,
         batch_size=x.shape[1], dropout=0.0, seq_len=x.shape[0],
         lengths=tuple(min(n, x.shape[0]) for n in batch.lengths) if batch.packed else None,
     )
-    return run_lstm(single, x, single_spec)
+    return run_lstm(single, x, single_spec, initial)
+
+
+def working_initial(initial: InitialState | None, batch: WorkingBatch) -> InitialState | None:
+    """The batched initial state with its sequences in the working batch's order."""
+    if initial is None:
+        return None
+    batched = initial.batched()
+    return batched if batch.order is None else batched.sequences(batch.order)
 
 
 @torch.inference_mode()
-def layerwise_forward(lstm: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> Reference:
+def layerwise_forward(lstm: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec,
+                      initial: InitialState | None = None) -> Reference:
     """nn.LSTM one layer at a time on the whole batch: every layer's output (for recompute) and
     the whole model's output and final states, as nn.LSTM computes them layer by layer."""
     x_tm = time_major(x, spec)
     batch = WorkingBatch(x_tm.shape[0], x_tm.shape[1], spec.lengths, x.device)
     inp = batch.to_working(x_tm, 1)
+    start = working_initial(initial, batch)
+    D = spec.num_directions
     outputs, h_n, c_n = [], [], []
     for layer in range(spec.num_layers):
-        run = run_single_layer(single_layer_lstm(lstm, layer, inp.shape[-1], spec), inp, spec, batch)
+        layer_start = None if start is None else start.layers(layer * D, layer * D + D)
+        run = run_single_layer(single_layer_lstm(lstm, layer, inp.shape[-1], spec), inp, spec, batch, layer_start)
         outputs.append(run.output)
         h_n.append(run.h_n)
         c_n.append(run.c_n)
@@ -100,27 +115,29 @@ def layerwise_forward(lstm: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec) -> R
     return Reference(Forward(output, h_n, c_n), "nn.LSTM, one layer at a time", None, outputs)
 
 
-def subset_forward(lstm: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec, sequences: list[int]) -> Reference:
+def subset_forward(lstm: torch.nn.LSTM, x: torch.Tensor, spec: LSTMSpec, sequences: list[int],
+                   initial: InitialState | None = None) -> Reference:
     """nn.LSTM (the whole model, as the user would call it) on `sequences` of the batch only."""
     if spec.unbatched:
-        return Reference(run_lstm(lstm, x, spec), "nn.LSTM", [0])
+        return Reference(run_lstm(lstm, x, spec, initial), "nn.LSTM", [0])
     dim = 0 if spec.batch_first else 1
     index = torch.tensor(sequences, device=x.device)
     lengths = None if spec.lengths is None else tuple(spec.lengths[n] for n in sequences)
     subset = replace(spec, batch_size=len(sequences), lengths=lengths)
-    return Reference(run_lstm(lstm, x.index_select(dim, index), subset), "nn.LSTM", list(sequences))
+    start = None if initial is None else initial.sequences(index)
+    return Reference(run_lstm(lstm, x.index_select(dim, index), subset, start), "nn.LSTM", list(sequences))
 
 
 def make_reference(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, method: str, whole_batch: bool,
-                   sequences: list[int]) -> Reference:
+                   sequences: list[int], initial: InitialState | None = None) -> Reference:
     """What the capture is compared with (the module docstring says why): a float64 loop for gates
     nn.LSTM cannot run; nn.LSTM one layer at a time for recompute; nn.LSTM on the whole batch
     when `whole_batch` (--export writes its output); else nn.LSTM on `sequences` only."""
     if spec.own_loop_only:
-        return Reference(loop_forward(lstm, x, spec, spec.recurrent_activation),
+        return Reference(loop_forward(lstm, x, spec, spec.recurrent_activation, initial),
                          f"a float64 loop with {spec.own_loop_only}")
     if method == "recompute":
-        return layerwise_forward(lstm, x, spec)
+        return layerwise_forward(lstm, x, spec, initial)
     if whole_batch:
-        return Reference(run_lstm(lstm, x, spec), "nn.LSTM")
-    return subset_forward(lstm, x, spec, sequences)
+        return Reference(run_lstm(lstm, x, spec, initial), "nn.LSTM")
+    return subset_forward(lstm, x, spec, sequences, initial)

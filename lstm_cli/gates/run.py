@@ -20,10 +20,10 @@ from lstm_cli.gates.choice import MethodChoice, choose_method
 from lstm_cli.gates.export import export_tensors
 from lstm_cli.gates.heatmap import Heatmap, build_heatmap
 from lstm_cli.gates.kernels import Chunk, LoopCapture, RecomputeCapture, chunk_steps_for
-from lstm_cli.gates.reference import Reference, make_reference
+from lstm_cli.gates.reference import Reference, make_reference, working_initial
 from lstm_cli.gates.stats import DirectionRecorder, LayerGates
 from lstm_cli.gates_options import GatesOptions, Thresholds, units_plot_path
-from lstm_cli.model import direction_weights, prepare, time_major
+from lstm_cli.model import InitialState, direction_state, direction_weights, prepare, time_major
 from lstm_cli.runtime import collect_warnings
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.verify.rule import Rule
@@ -72,8 +72,10 @@ class GatesResult:
     plot: str | None = None
     # --plot with --units: the per-unit saturation scatter's file (next to --plot's), or None
     units_plot: str | None = None
-    # --compare-weights: the same statistics for the other weights on the same input, or None
+    # --compare-weights (other weights, same input) or --compare-input (same weights, other
+    # input): the same statistics for the other run, or None; compare_what says which
     compare: GatesResult | None = None
+    compare_what: str | None = None  # "weights" or "input"
 
 
 @dataclass
@@ -164,16 +166,18 @@ def capture_gates(
     sample: Sample | None = None,
     shadowed: int = 0,
     units: bool = False,
+    initial: InitialState | None = None,
 ) -> Capture:
     """Run `method` over every layer and direction of `lstm` on input `x` (the spec's layout),
     recording statistics; compare the last layer's rebuilt h with `reference`'s output where it
     covers the whole batch (recompute needs its per-layer outputs). With a `sample`, keep what
     the step-local check and the shadow (its first `shadowed` sequences) need. `units`: also
-    count saturation per unit (--units)."""
+    count saturation per unit (--units). `initial`: the state the run starts from (None: zeros)."""
     x_tm = time_major(x, spec)
     T, B = x_tm.shape[:2]
     batch = WorkingBatch(T, B, spec.lengths, x.device)
     x_tm = batch.to_working(x_tm, 1)
+    start = working_initial(initial, batch)
     if method.needs_layer_output and reference.layer_outputs is None:
         raise ValueError("recompute needs nn.LSTM's output of every layer: see gates.reference.layerwise_forward")
     ref_out = None  # the last layer's reference output, time-major, working order
@@ -205,7 +209,8 @@ def capture_gates(
             h_seq = None if layer_out is None else layer_out[:, :, cols]
             # The method writes h straight into the next layer's input (no copy of it).
             h_out = None if next_inp is None else next_inp[:, :, cols]
-            for chunk in method.run(inp, h_seq, w, d == 1, batch, steps, h_out=h_out):
+            h0, c0 = direction_state(start, layer, d, D)
+            for chunk in method.run(inp, h_seq, w, d == 1, batch, steps, h_out=h_out, h0=h0, c0=c0):
                 recorder.add(chunk)
                 if keeper is not None:
                     keeper.add(chunk, inp, h_seq)
@@ -253,26 +258,31 @@ def end_to_end(spec: LSTMSpec, capture: Capture, reference: Reference) -> EndToE
 
 
 def step_checks(spec: LSTMSpec, lstm: torch.nn.LSTM, capture: Capture, sample: Sample, method: str,
-                rule: Rule) -> list[Check]:
+                rule: Rule, initial: InitialState | None = None) -> list[Check]:
     """Every sampled step of every layer x direction against the float64 step from the state
-    the capture started it from."""
+    the capture started it from (a sequence's first step: `initial`, zeros when None)."""
     state = "nn.LSTM's h and its own c" if method == "recompute" else "its own state"
     checks = []
+    sampled = None if initial is None else initial.batched().sequences(torch.tensor(sample.sequences))
     for (layer, direction), keeper in capture.sampled.items():
+        d = spec.directions().index(direction)
         checks.append(check_direction(
             f"layer {layer} {direction}: gates, c, h of each step from {state}",
             lstm, layer, direction, keeper.record(), sample, rule, spec.recurrent_activation,
+            initial=direction_state(sampled, layer, d, spec.num_directions),
         ))
     return checks
 
 
 def run_shadow_for(spec: LSTMSpec, lstm: torch.nn.LSTM, x: torch.Tensor, reference: Reference, capture: Capture,
-                   sample: Sample, step_macs: int) -> tuple[Shadow | None, str | None]:
+                   sample: Sample, step_macs: int, initial: InitialState | None = None
+                   ) -> tuple[Shadow | None, str | None]:
     """The float64 shadow of the first SHADOW_SEQUENCES sampled sequences, and each path's
     distance from it: nn.LSTM's forward and the capture's rebuilt h."""
     shadowed = sample.sequences[:SHADOW_SEQUENCES]
     batch = 1 if spec.unbatched else spec.batch_size
-    run = run_shadow(lstm, time_major(x, spec), spec.lengths, shadowed, batch * spec.seq_len * step_macs)
+    run = run_shadow(lstm, time_major(x, spec), spec.lengths, shadowed, batch * spec.seq_len * step_macs,
+                     None if initial is None else initial.batched())
     if isinstance(run, str):
         return None, run
     last = [capture.sampled[(spec.num_layers - 1, d)].output for d in spec.directions()]
@@ -332,14 +342,15 @@ def extra_elements(spec: LSTMSpec, options: GatesOptions) -> int:
 
 
 def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
-              progress: Callable[..., None] | None = None, x: torch.Tensor | None = None) -> GatesResult:
+              progress: Callable[..., None] | None = None, x: torch.Tensor | None = None,
+              initial: InitialState | None = None) -> GatesResult:
     """The whole command: build, run nn.LSTM, capture, verify, summarise, and write --export
     and --plot files. `progress(steps, description=None)` hears of every chunk of steps; `x`
     given is the input instead of the spec's own (--compare-weights runs A's input)."""
     notes: list[str] = []
     with collect_warnings(notes):
-        prepared = prepare(spec, extra_elements(spec, options), x, command="gates")
-        placement, lstm, x = prepared.placement, prepared.lstm, prepared.x
+        prepared = prepare(spec, extra_elements(spec, options), x, command="gates", initial=initial)
+        placement, lstm, x, initial = prepared.placement, prepared.lstm, prepared.x, prepared.initial
         exact = spec.own_loop_only is None  # else nn.LSTM cannot run the model
         plan = plan_capture(spec, lstm, x, options.method, options.gemm)
         choice, method, sample, shadowed = plan.choice, plan.method, plan.sample, plan.shadowed
@@ -348,7 +359,7 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
                      "nn.LSTM forward, layer by layer" if choice.name == "recompute" else
                      "nn.LSTM forward" if options.export is not None else "nn.LSTM on the shadowed sequences")
         reference = make_reference(spec, lstm, x, choice.name, options.export is not None,
-                                   sample.sequences[:shadowed])
+                                   sample.sequences[:shadowed], initial)
         if progress is not None:
             progress(0, "capturing gates")
         keep_sequence = {}  # what --plot (its --layers only) and --heatmap draw
@@ -360,15 +371,16 @@ def run_gates(spec: LSTMSpec, options: GatesOptions = GatesOptions(),
         capture = capture_gates(
             lstm, x, spec, reference, method, options.thresholds,
             keep_all=options.export is not None, keep_sequence=keep_sequence, progress=progress,
-            sample=sample, shadowed=shadowed, units=options.units,
+            sample=sample, shadowed=shadowed, units=options.units, initial=initial,
         )
         if progress is not None:
             progress(0, "checking")
         # The capture's own GEMMs run in full float32 (TF32 is off for plain matmuls by default).
         rule = Rule(spec.dtype, tf32=False, atol=options.atol, rtol=options.rtol)
-        checks = step_checks(spec, lstm, capture, sample, choice.name, rule)
+        checks = step_checks(spec, lstm, capture, sample, choice.name, rule, initial)
         if exact:
-            shadow, shadow_note = run_shadow_for(spec, lstm, x, reference, capture, sample, shadow_step_macs(lstm))
+            shadow, shadow_note = run_shadow_for(spec, lstm, x, reference, capture, sample, shadow_step_macs(lstm),
+                                                 initial)
         else:
             shadow, shadow_note = None, f"not shadowed: end to end is already against {reference.name}"
     if spec.dropout and spec.num_layers > 1:

@@ -297,6 +297,9 @@ def config_line(config: dict, device: str, dtype: str) -> str:
     on_cpu = f", {threads} thread{'s' if threads != 1 else ''}" if threads and device.startswith("cpu") else ""
     line = ", ".join([flags, *extras]) + f"; {dtype} on {device}{on_cpu}, seed {config['seed']}"
     data = [f"input: {config['input_source']}"] if config.get("input_source") else []
+    initial = config.get("initial_state_source")
+    if initial and initial != "zeros":
+        data.append(f"initial state (h_0, c_0): {initial}")
     return "\n".join([line, *data, *source_lines(config.get("source"))])
 
 

@@ -212,14 +212,20 @@ def units_table(result: GatesResult) -> Table:
 
 
 def compare_table(result: GatesResult) -> Table:
-    """--compare-weights: each gate's mean and saturated shares for the model (A) and the
-    compared weights (B) on the same input; with --units, units right-saturated > 90%."""
+    """--compare-weights / --compare-input: each gate's mean and saturated shares and |c| for
+    the model (A) and the other weights or input (B); with --units, units right-saturated > 90%."""
     other = result.compare
     with_units = all(entry.units is not None for entry in result.layers + other.layers)
+    if result.compare_what == "input":
+        title = (f"What changed, same weights: A = {result.config['input_source']}; "
+                 f"B = {other.config['input_source']}, from a zero state")
+    else:
+        title = f"What changed: A = the model, B = {compared_name(other)}, same input"
     table = Table(
-        title=f"What changed: A = the model, B = {compared_name(other)}, same input",
+        title=title,
         title_justify="left",
-        caption="mean; right / left: share of values saturated (thresholds above)"
+        caption="mean; right / left: share of values saturated (thresholds above); |c|: mean and max "
+                "of the cell state's magnitude"
                 + ("; units >90%: units right-saturated more than 90% of the time" if with_units else ""),
         caption_justify="left",
     )
@@ -235,7 +241,11 @@ def compare_table(result: GatesResult) -> Table:
                      format_percent(a.left_saturated), format_percent(b.left_saturated)]
             if with_units:
                 cells += [str(unit_counts(e.units[gate].right_saturated)[1]) for e in (entry, theirs)]
-            table.add_row(layer_label(entry) if k == 0 else "", gate, *cells, end_section=k == len(GATES) - 1)
+            table.add_row(layer_label(entry) if k == 0 else "", gate, *cells)
+        # |c|: mean A, mean B in the mean columns, max A, max B in the next two
+        cell = [magnitude(entry.cell.mean_abs), magnitude(theirs.cell.mean_abs),
+                f"max {magnitude(entry.cell.max_abs)}", f"max {magnitude(theirs.cell.max_abs)}", "", ""]
+        table.add_row("", "|c|", *cell, *(["", ""] if with_units else []), end_section=True)
     return table
 
 

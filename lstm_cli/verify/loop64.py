@@ -13,7 +13,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lstm_cli.model import DirectionWeights, Forward, direction_weights, from_time_major, time_major
+from lstm_cli.model import (
+    DirectionWeights,
+    Forward,
+    InitialState,
+    direction_state,
+    direction_weights,
+    from_time_major,
+    time_major,
+)
 from lstm_cli.spec import HARD_SIGMOID_SLOPES, LSTMSpec
 
 
@@ -38,8 +46,10 @@ class DirectionRun:
 
 
 def run_direction(w: DirectionWeights, xs: torch.Tensor, lengths: torch.Tensor, reverse: bool,
-                  activation: str = "sigmoid", keep_gates: bool = False) -> DirectionRun:
-    """One direction over time-major xs (T, N, in) in float64, from a zero state; with
+                  activation: str = "sigmoid", keep_gates: bool = False, h0: torch.Tensor | None = None,
+                  c0: torch.Tensor | None = None) -> DirectionRun:
+    """One direction over time-major xs (T, N, in) in float64, from (h0 (N, H_out), c0 (N, H)),
+    zeros when None (a backward sequence starts from them at its own last step); with
     `keep_gates`, also every step's activated gates."""
     w_ih, w_hh = w.w_ih.double(), w.w_hh.double()
     b = None if w.b_ih is None else w.b_ih.double() + w.b_hh.double()
@@ -48,7 +58,8 @@ def run_direction(w: DirectionWeights, xs: torch.Tensor, lengths: torch.Tensor, 
     xs = xs.double()
     T, N = xs.shape[:2]
     H = w_hh.shape[0] // 4
-    h, c = xs.new_zeros(N, w_hh.shape[1]), xs.new_zeros(N, H)
+    h = xs.new_zeros(N, w_hh.shape[1]) if h0 is None else h0.to(xs.device, torch.float64)
+    c = xs.new_zeros(N, H) if c0 is None else c0.to(xs.device, torch.float64)
     out, hs, cs = xs.new_zeros(T, N, w_hh.shape[1]), xs.new_zeros(T, N, w_hh.shape[1]), xs.new_zeros(T, N, H)
     kept = xs.new_zeros(T, N, 4, H) if keep_gates else None
     for t in range(T - 1, -1, -1) if reverse else range(T):
@@ -73,18 +84,20 @@ def run_direction(w: DirectionWeights, xs: torch.Tensor, lengths: torch.Tensor, 
 
 
 @torch.inference_mode()
-def loop_forward(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec, activation: str) -> Forward:
-    """`lstm`'s weights run in float64 with `activation` on x (the spec's layout); the result
-    in x's dtype, laid out as nn.LSTM would return it."""
+def loop_forward(lstm: nn.LSTM, x: torch.Tensor, spec: LSTMSpec, activation: str,
+                 initial: InitialState | None = None) -> Forward:
+    """`lstm`'s weights run in float64 with `activation` on x (the spec's layout) from `initial`
+    (None: zeros); the result in x's dtype, laid out as nn.LSTM would return it."""
     xs = time_major(x, spec).double()
     T, B = xs.shape[:2]
     lengths = torch.tensor(spec.lengths if spec.lengths is not None else [T] * B, device=x.device)
     h_n, c_n = [], []
     for layer in range(spec.num_layers):
         outputs = []
-        for direction in spec.directions():
+        for d, direction in enumerate(spec.directions()):
+            h0, c0 = direction_state(initial, layer, d, spec.num_directions)
             run = run_direction(direction_weights(lstm, layer, direction), xs, lengths, direction == "backward",
-                                activation)
+                                activation, h0=h0, c0=c0)
             outputs.append(run.output)
             h_n.append(run.h_final)
             c_n.append(run.c_final)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lstm_cli.model import InitialState
+
 PERTURBATION = 1e-7
 # Sequences shadowed: the first of those the step-local check samples.
 SHADOW_SEQUENCES = 2
@@ -135,9 +137,10 @@ def shadow_step_macs(lstm: nn.LSTM) -> int:
 
 
 def run_shadow(lstm: nn.LSTM, x_tm: torch.Tensor, lengths: tuple[int, ...] | None, sequences: list[int],
-               forward_macs: int) -> ShadowRun | str:
-    """Shadow `sequences` of x_tm (T, B, in, user order) through a float64 copy of `lstm`;
-    the reason as a string when the run is too long to shadow within budget."""
+               forward_macs: int, initial: InitialState | None = None) -> ShadowRun | str:
+    """Shadow `sequences` of x_tm (T, B, in, user order) through a float64 copy of `lstm`, from
+    `initial` (batched, user order; None: zeros); the reason as a string when the run is too
+    long to shadow within budget."""
     T = x_tm.shape[0]
     device = x_tm.device if x_tm.device.type != "mps" else torch.device("cpu")
     budget = max(SHADOW_FREE_MACS, forward_macs // SHADOW_SHARE)
@@ -149,6 +152,7 @@ def run_shadow(lstm: nn.LSTM, x_tm: torch.Tensor, lengths: tuple[int, ...] | Non
                 f"1/{SHADOW_SHARE} of this run (a backward pass needs whole sequences)")
     steps = min(max(seq_lengths), affordable)
     shadow = copy.deepcopy(lstm).to(device=device, dtype=torch.float64).eval()
+    shadow.batch_first = False  # it runs time-major (length, 2, in) pairs, whatever the user's layout
     outputs, finals, growth_rows = [], [], []
     input_scale = 0.0
     with torch.inference_mode():
@@ -156,7 +160,11 @@ def run_shadow(lstm: nn.LSTM, x_tm: torch.Tensor, lengths: tuple[int, ...] | Non
             xs = x_tm[:length, n].to(device=device, dtype=torch.float64)
             input_scale = max(input_scale, xs.abs().max().item() if xs.numel() else 0.0)
             pair = torch.stack([xs, xs * (1 + PERTURBATION)], dim=1)  # (length, 2, in)
-            out, state = _run_in_chunks(shadow, pair[:steps])
+            start = None
+            if initial is not None:  # both copies start from the sequence's own state
+                start = tuple(s[:, n : n + 1].to(device=device, dtype=torch.float64).expand(-1, 2, -1).contiguous()
+                              for s in initial.pair())
+            out, state = _run_in_chunks(shadow, pair[:steps], start)
             outputs.append(out[:, 0])
             growth_rows.append((out[:, 1] - out[:, 0]).abs().amax(dim=-1))
             finals.append((state[0][:, 0], state[1][:, 0]) if out.shape[0] == length else None)
@@ -169,12 +177,13 @@ def run_shadow(lstm: nn.LSTM, x_tm: torch.Tensor, lengths: tuple[int, ...] | Non
     return ShadowRun(sequences, steps, complete, device, outputs, finals, growth, input_scale, description)
 
 
-def _run_in_chunks(lstm: nn.LSTM, x: torch.Tensor, chunk: int = 256):
+def _run_in_chunks(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   chunk: int = 256):
     """One direction can run chunk by chunk, passing (h, c) on; a bidirectional run at once."""
     if lstm.bidirectional or x.shape[0] <= chunk:
-        out, state = lstm(x)
+        out, state = lstm(x, state)
         return out, state
-    state, outs = None, []
+    outs = []
     for t0 in range(0, x.shape[0], chunk):
         out, state = lstm(x[t0 : t0 + chunk], state)
         outs.append(out)

@@ -308,10 +308,11 @@ class _Worst:
 
 
 def previous_state(record: torch.Tensor, steps: list[int], lengths: torch.Tensor, reverse: bool,
-                   t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+                   t: torch.Tensor, n: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
     """The state before step t of each (t, n) row in processing order: the recorded state at
-    t - 1 (t + 1 backward), and zero at a sequence's first step (a backward pass starts at the
-    sequence's own last valid step, whatever the padding after it holds)."""
+    t - 1 (t + 1 backward), and at a sequence's first step its initial state `start[n]` (zero
+    when None; a backward pass starts at the sequence's own last valid step, whatever the
+    padding after it holds)."""
     slot_of = torch.full((max(steps) + 2,), -1, dtype=torch.long)
     slot_of[torch.tensor(steps, dtype=torch.long)] = torch.arange(len(steps))
     before = t + 1 if reverse else t - 1
@@ -321,14 +322,17 @@ def previous_state(record: torch.Tensor, steps: list[int], lengths: torch.Tensor
         raise ValueError("a checked step's predecessor was not recorded")
     device = record.device
     state = record[slots.clamp(min=0).to(device), n.to(device)]
-    return torch.where(starts.to(device).view(-1, *[1] * (state.dim() - 1)), torch.zeros_like(state), state)
+    first = torch.zeros_like(state) if start is None else start.to(device=device, dtype=state.dtype)[n.to(device)]
+    return torch.where(starts.to(device).view(-1, *[1] * (state.dim() - 1)), first, state)
 
 
 def check_direction(name: str, reference: torch.nn.LSTM, layer: int, direction: str, record: PathRecord,
-                    sample: Sample, rule: Rule, activation: str = "sigmoid") -> Check:
+                    sample: Sample, rule: Rule, activation: str = "sigmoid",
+                    initial: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)) -> Check:
     """Every checked step of one layer x direction of the sampled sequences (record's batch
     dimension in the order of sample.sequences) against the float64 step computed with
-    `reference`'s own weights (read here, not from the checked path)."""
+    `reference`'s own weights (read here, not from the checked path). `initial`: the (h_0, c_0)
+    of the sampled sequences, (n, H_out) and (n, H) (None: zeros)."""
     lengths = sample.lengths
     device = record.c.device if record.c.device.type != "mps" else torch.device("cpu")
     w = Weights64.of(direction_weights(reference, layer, direction), device)
@@ -352,8 +356,8 @@ def check_direction(name: str, reference: torch.nn.LSTM, layer: int, direction: 
         def rows(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor[slots.to(tensor.device), n.to(tensor.device)].to(device)
 
-        h_prev = previous_state(record.h_fed, record.steps, valid_steps, reverse, t, n).to(device)
-        c_prev = previous_state(record.c, record.steps, valid_steps, reverse, t, n).to(device)
+        h_prev = previous_state(record.h_fed, record.steps, valid_steps, reverse, t, n, initial[0]).to(device)
+        c_prev = previous_state(record.c, record.steps, valid_steps, reverse, t, n, initial[1]).to(device)
         ref = reference_step(w, rows(record.x), h_prev, c_prev, rule, activation)
         for quantity, got in (("gates", rows(record.gates)), ("c", rows(record.c)), ("h", rows(record.h))):
             if got is not None:
