@@ -22,7 +22,7 @@ __all__ = ["watch", "__version__"]
 def watch(model: Any, max_sequences: int = 4096, max_steps: int = 100_000) -> Watched:
     """Hook every nn.LSTM and nn.LSTMCell of `model` while a `with` block runs it; then run
     lstm-cli's commands on what each received (`w.gates(name)`, `w.inspect(name)`,
-    `w.compare_cell(name)`). The model's outputs are bit-identical with and without it; sequences
+    `w.compare_cell(name)`, `w.units(name, text=...)`). The model's outputs are bit-identical with and without it; sequences
     beyond `max_sequences` (and LSTMCell calls beyond `max_steps`) are not kept, with a note."""
     from lstm_cli.insitu.api import Watched
 

@@ -563,8 +563,8 @@ def units_command(
 
     check_runs_as_loaded(spec, "units", activations=True)
     from lstm_cli.render.feature_units import render_units
-    from lstm_cli.text_input import read_text
-    from lstm_cli.units import run_units
+    from lstm_cli.text.input import read_text
+    from lstm_cli.text.units import run_units
 
     text, _ = read_text(spec.text, spec.text_file)
     return emit(run_units(spec, text, top=top, min_r=min_r), json_output, render_units)
@@ -596,7 +596,7 @@ def trace_command(
     cell state varies most over the text.
     """
     from lstm_cli.spec import check_runs_as_loaded
-    from lstm_cli.trace import check_top, check_trace_flags, check_unit, parse_unit
+    from lstm_cli.text.trace import check_top, check_trace_flags, check_unit, parse_unit
 
     check_trace_flags(spec)
     check_runs_as_loaded(spec, "trace", activations=True)
@@ -609,7 +609,7 @@ def trace_command(
     target = plot_target(plot)
 
     from lstm_cli.render.trace import plot_trace, render_trace
-    from lstm_cli.trace import run_trace
+    from lstm_cli.text.trace import run_trace
 
     result = run_trace(spec, ref, top)
     if target is not None:

@@ -100,7 +100,7 @@ def init_uniform(module: nn.Module, hidden_size: int, generator: torch.Generator
 
 def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:
     """The --input tensor, what a run of the user's whole model fed the LSTM (insitu), the text
-    of --text/--text-file (text_input.py), or standard normal input of the spec's input shape
+    of --text/--text-file (text/input.py), or standard normal input of the spec's input shape
     (honouring batch_first/unbatched) where, with --lengths, steps past each length are zero
     padding."""
     if spec.captured is not None:
@@ -121,7 +121,7 @@ def make_input(spec: LSTMSpec, placement: Placement) -> torch.Tensor:
             )
         return x.to(device=placement.device, dtype=placement.dtype)
     if spec.text is not None or spec.text_file is not None:
-        from lstm_cli.text_input import resolve_text
+        from lstm_cli.text.input import resolve_text
 
         text = resolve_text(spec.text, spec.text_file, spec.weights, spec.vocab, spec.embedding, spec.input_size)
         return text.tensor(spec.batch_first).to(device=placement.device, dtype=placement.dtype)

@@ -1,5 +1,5 @@
 """Files in and out: a user's checkpoint (--weights, --key), a user's input (--input, or text
-for a character model: --text, --text-file, see text_input.py), and the weights of a run
+for a character model: --text, --text-file, see text/input.py), and the weights of a run
 (--save-weights).
 
 Loading never runs code: torch files go through torch.load(weights_only=True) and numpy files
@@ -358,7 +358,7 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str], feed: Any = None) -
         flags["input_size"] = features
 
     if flags.get("text") is not None or flags.get("text_file") is not None:
-        from lstm_cli.text_input import resolve_text
+        from lstm_cli.text.input import resolve_text
 
         text = resolve_text(
             flags.get("text"), flags.get("text_file"), flags["weights"], flags.get("vocab"),

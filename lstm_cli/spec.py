@@ -68,7 +68,7 @@ class LSTMSpec:
     input: str | None = None
     save_weights: str | None = None
     trust_checkpoint: bool = False
-    # Text for a character model (text_input.py builds the input from the model's vocabulary).
+    # Text for a character model (text/input.py builds the input from the model's vocabulary).
     text: str | None = None
     text_file: str | None = None
     vocab: str | None = None  # a JSON list of characters; default: the checkpoint's "vocab"

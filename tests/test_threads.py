@@ -19,8 +19,8 @@ COMMANDS = {
     "gates": ("lstm_cli.gates", "run_gates", ["gates", *SMALL]),
     "gradients": ("lstm_cli.gradients", "run_gradients", ["gradients", *SMALL]),
     "bench": ("lstm_cli.bench", "run_bench", ["bench", *SMALL, "--repeat", "1"]),
-    "units": ("lstm_cli.units", "run_units", ["units"]),
-    "trace": ("lstm_cli.trace", "run_trace", ["trace"]),
+    "units": ("lstm_cli.text.units", "run_units", ["units"]),
+    "trace": ("lstm_cli.text.trace", "run_trace", ["trace"]),
 }
 TEXT_COMMANDS = ("units", "trace")
 

@@ -90,7 +90,7 @@ def test_without_unit_the_last_layers_three_most_varying_cells(run_cli, referenc
 def _colour_output(width: int = 80, *args: str) -> tuple[str, object]:
     from lstm_cli.cli import spec_from_flags, SHARED_FLAGS, _default
     from lstm_cli.render.trace import render_trace
-    from lstm_cli.trace import parse_unit, run_trace
+    from lstm_cli.text.trace import parse_unit, run_trace
 
     flags = {name: _default(name) for name, _ in SHARED_FLAGS}
     flags.update(weights=CHAR, key="lstm", text=TEXT, device="cpu")
@@ -231,7 +231,7 @@ def test_plot_writes_a_figure_and_says_when_it_cut_the_text(run_cli, tmp_path, m
 
 
 def trace_result_for_plot():
-    from lstm_cli.trace import TraceResult, TracedUnit
+    from lstm_cli.text.trace import TraceResult, TracedUnit
 
     traced = TracedUnit(0, 0, "c", "forward", [0.1] * len(TEXT), [-1.0, 1.0], 0.1, 0.0, 0.1, 0.1)
     result = TraceResult("trace", {"num_layers": 1, "input_size": 1, "hidden_size": 1, "seq_len": len(TEXT),

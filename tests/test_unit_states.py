@@ -5,7 +5,7 @@ import pytest
 
 from lstm_cli.model import prepare, time_major
 from lstm_cli.spec import LSTMSpec
-from lstm_cli.unit_states import unit_states
+from lstm_cli.text.unit_states import unit_states
 from tests.reference import reference_lstm
 
 

@@ -18,8 +18,8 @@ from rich.cells import cell_len
 from torch import nn
 
 from lstm_cli.cli import _default, SHARED_FLAGS, spec_from_flags
-from lstm_cli.text_features import FEATURES, text_features
-from lstm_cli.unit_states import unit_states
+from lstm_cli.text.features import FEATURES, text_features
+from lstm_cli.text.unit_states import unit_states
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "examples" / "char_lstm.pt"

@@ -565,3 +565,36 @@ def test_import_does_not_import_torch():
     code = "import lstm_cli, sys; assert 'torch' not in sys.modules, 'torch imported'; assert callable(lstm_cli.watch)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_units_on_a_watched_character_model_equal_the_cli(run_cli):
+    """A character model in the user's own code (embedding -> the shipped 2-layer LSTM -> head)
+    run on a text: w.units with that text equals `lstm-cli units --text` on the checkpoint,
+    which builds the same input from the checkpoint's vocabulary and embedding."""
+    state = torch.load(EXAMPLES / "char_lstm.pt", map_location="cpu", weights_only=True)
+    vocab = state["vocab"]
+
+    class CharModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(98, 32)
+            self.lstm = nn.LSTM(32, 128, num_layers=2)
+            self.head = nn.Linear(128, 98)
+
+        def forward(self, ids):  # (L, 1)
+            out, _ = self.lstm(self.embedding(ids))
+            return self.head(out)
+
+    model = CharModel().eval()
+    model.load_state_dict({k: v for k, v in state.items() if k != "vocab"})
+    text = "def f(x):\n    return x + 1\n" * 3
+    ids = torch.tensor([vocab.index(ch) for ch in text]).unsqueeze(1)
+    with lstm_cli.watch(model) as w, torch.no_grad():
+        model(ids)
+    got = w.units("lstm", text=text).to_dict()
+    cli = run_cli("units", "--weights", str(EXAMPLES / "char_lstm.pt"), "--key", "lstm", "--text", text, "--json")
+    assert cli.code == 0, cli.stderr
+    expected = cli.json()
+    assert got["features"] == expected["features"] and got["tracks"] == expected["tracks"]
+    with pytest.raises(UsageError, match="give the text the model read"):
+        w.units("lstm", text=text[:-1])

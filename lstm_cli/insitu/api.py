@@ -158,6 +158,22 @@ class Watched:
         return Result(_in_thread_scope(spec, lambda: run_compare(spec, **options)), render_compare_cell)
 
 
+    def units(self, name: str | None = None, *, text: str, flags: dict | None = None, **options: Any) -> Result:
+        """`lstm-cli units` on what reached `name`: which units track which features of `text`,
+        the characters the model read (its first captured sequence is `text`, one step per
+        character); options: top, min_r."""
+        from lstm_cli.errors import UsageError
+        from lstm_cli.render.feature_units import render_units
+        from lstm_cli.text.units import run_units
+
+        spec = self.spec(name, **(flags or {}))
+        steps = spec.seq_len if spec.lengths is None else spec.lengths[0]
+        if steps != len(text):
+            raise UsageError(f"units: the first sequence {spec.captured} has {steps:,} steps and the text "
+                             f"{len(text):,} characters: give the text the model read, one character a step")
+        return Result(_in_thread_scope(spec, lambda: run_units(spec, text, **options)), render_units)
+
+
 def _in_thread_scope(spec: LSTMSpec, run: Callable[[], Any]) -> Any:
     """Run as the command line does: threads.choose_threads' count for this model, restored
     after, and recorded in the result's config as `--json` records it."""

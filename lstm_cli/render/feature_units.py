@@ -11,8 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.render.common import config_line, fit_table, sparkline
-from lstm_cli.text_features import text_features
-from lstm_cli.units import UnitsResult, unit_label
+from lstm_cli.text.features import text_features
+from lstm_cli.text.units import UnitsResult, unit_label
 
 TRACE = 60  # characters of text a trace shows at most
 TRACE_MIN = 8

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_cli.render.common import config_line, print_table
-from lstm_cli.trace import DIVERGING, QUANTITY_MEANING, TraceResult, TracedUnit, code, codes_sentence, colour, ink
+from lstm_cli.text.trace import DIVERGING, QUANTITY_MEANING, TraceResult, TracedUnit, code, codes_sentence, colour, ink
 
 NEWLINE = "⏎"
 TAB = "→"
@@ -164,7 +164,7 @@ def trace_figure(result: TraceResult):
     from matplotlib.figure import Figure
     from matplotlib.cm import ScalarMappable
 
-    from lstm_cli.trace import BLUE, RED, SEQ_HIGH, SEQ_LOW, WHITE
+    from lstm_cli.text.trace import BLUE, RED, SEQ_HIGH, SEQ_LOW, WHITE
 
     text = result.text[:PLOT_MAX_CHARS]
     grid = rows(text, PLOT_COLUMNS)

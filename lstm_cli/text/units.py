@@ -1,5 +1,5 @@
 """Which units track which features of the text: the Pearson correlation r of every unit's cell
-state c and hidden state h (every layer and direction) with every feature of text_features.py,
+state c and hidden state h (every layer and direction) with every feature of text/features.py,
 over the text's characters; per feature the units of largest |r|, and those that reach --min-r.
 
 The unit's values come from unit_states (float64, the model's own weights), one per character:
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lstm_cli.spec import LSTMSpec
-from lstm_cli.text_features import FEATURES, text_features
+from lstm_cli.text.features import FEATURES, text_features
 
 QUANTITIES = ("c", "h")
 
@@ -139,7 +139,7 @@ def summary_sentence(tracks: list[Track], features: dict[str, FeatureUnits], min
 
 def run_units(spec: LSTMSpec, text: str, top: int = 3, min_r: float = DEFAULT_MIN_R) -> UnitsResult:
     """`text` is the one --text/--text-file gave (the characters spec's input was built from)."""
-    from lstm_cli.unit_states import unit_states
+    from lstm_cli.text.unit_states import unit_states
 
     states = unit_states(spec, sequence=0)
     if states.steps != len(text):  # cannot happen for text input; guards a misuse

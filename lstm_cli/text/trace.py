@@ -221,8 +221,8 @@ def rank_units(values, top: int) -> list[tuple[int, float]]:
 def run_trace(spec: LSTMSpec, unit: UnitRef | None, top: int | None) -> TraceResult:
     """Without `unit`: the DEFAULT_TOP (or `top`) units of largest std of c in the last layer.
     With `unit` and `top`: that unit, then the `top` units of its layer, quantity and direction."""
-    from lstm_cli.text_input import read_text
-    from lstm_cli.unit_states import unit_states
+    from lstm_cli.text.input import read_text
+    from lstm_cli.text.unit_states import unit_states
 
     text, _ = read_text(spec.text, spec.text_file)
     states = unit_states(spec)
