@@ -223,7 +223,7 @@ def gates_title(spec: LSTMSpec, sequence: int, layers: tuple[int, ...] | None, c
     if layers is not None:
         what += f"; layer{'s' if len(layers) != 1 else ''} {', '.join(map(str, layers))} of {spec.num_layers}"
     drawing = (
-        "colour: fixed range per gate (i, f, o 0..1, g -1..1, c symmetric, shared by every c panel)"
+        "colour: fixed range per gate (i, f, o 0..1, g -1..1, c symmetric, +-max|c| of each layer)"
         if color_range == "fixed" else "colour: each panel its own min..max"
     )
     binned = []
@@ -239,8 +239,10 @@ def gates_figure(spec: LSTMSpec, kept: dict[tuple[int, str], dict[str, torch.Ten
     """The matplotlib Figure. `kept` maps (layer, direction) to {"gates": (T, 4, H), "c": (T, H)}
     for one sequence, NaN at padded steps. Padding (steps past the sequence's length) is a
     hatched grey that no colour map uses, with a legend entry; NaN elsewhere is that grey without
-    hatching. `color_range` "fixed": i, f, o on 0..1, g on -1..1, c on +-max|c| over every c panel,
-    one colour bar per column; "panel": each panel its own min..max, a colour bar per panel."""
+    hatching. `color_range` "fixed": i, f, o on 0..1, g on -1..1, one colour bar per column, and c
+    on +-max|c| of its layer (a layer whose |c| reaches 20 next to one reaching 400 is not washed
+    out), a colour bar beside each c panel; "panel": each panel its own min..max, a colour bar
+    per panel."""
     import matplotlib
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -261,7 +263,8 @@ def gates_figure(spec: LSTMSpec, kept: dict[tuple[int, str], dict[str, torch.Ten
     units = raw[rows[0]][0].shape[1] if rows else spec.hidden_size
     step_size = -(-valid // MAX_STEP_COLUMNS)
     unit_size = -(-units // MAX_UNIT_ROWS)
-    c_bound = _finite_bound(raw[key][4][:valid] for key in rows)
+    c_bounds = {layer: _finite_bound(raw[key][4][:valid] for key in rows if key[0] == layer)
+                for layer in {key[0] for key in rows}}
 
     n = max(len(rows), 1)
     panel = color_range == "panel"
@@ -291,7 +294,7 @@ def gates_figure(spec: LSTMSpec, kept: dict[tuple[int, str], dict[str, torch.Ten
                     low, high = low - pad, high + pad
                 cmap_name = "viridis"
             elif name == "c":
-                low, high, cmap_name = -c_bound, c_bound, "RdBu_r"
+                low, high, cmap_name = -c_bounds[layer], c_bounds[layer], "RdBu_r"
             elif name == "g":
                 low, high, cmap_name = -1.0, 1.0, "RdBu_r"
             else:
@@ -319,21 +322,24 @@ def gates_figure(spec: LSTMSpec, kept: dict[tuple[int, str], dict[str, torch.Ten
             ax.yaxis.set_major_locator(MaxNLocator(nbins=4 if row_height >= 1.2 else 3, integer=True))
             ax.set_xlim(-0.5, steps - 0.5)
             ax.set_ylim(-0.5, units - 0.5)
-            if panel:
+            if panel or name == "c":  # c: each layer its own range, so its own bar
                 bar = figure.colorbar(mesh, ax=ax, fraction=0.06, pad=0.02)
                 bar.ax.tick_params(labelsize=8)
-                bar.ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+                if panel:
+                    bar.ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+                else:  # +-bound (and 0 where the row is tall enough), labelled to 3 digits
+                    bound = c_bounds[layer]
+                    bar.set_ticks([-bound, 0.0, bound] if row_height >= 1.2 else [-bound, bound],
+                                  labels=[f"{v:.3g}" for v in ([-bound, 0.0, bound] if row_height >= 1.2 else [-bound, bound])])
     if rows and not panel:
         for k, name in enumerate(COLUMNS):
+            if name == "c":  # its bars are beside its panels (the title says so)
+                continue
             cax = figure.add_subplot(grid[n, k], label=f"<colorbar> {name}")
             bar = figure.colorbar(meshes[(0, k)], cax=cax, orientation="horizontal")
-            if name == "c":  # few ticks: a colour bar is a panel wide
-                bar.ax.xaxis.set_major_locator(MaxNLocator(nbins=5, symmetric=True))
-            else:
-                bar.set_ticks([-1.0, -0.5, 0.0, 0.5, 1.0] if name == "g" else [0.0, 0.25, 0.5, 0.75, 1.0])
+            bar.set_ticks([-1.0, -0.5, 0.0, 0.5, 1.0] if name == "g" else [0.0, 0.25, 0.5, 0.75, 1.0])
             bar.ax.tick_params(labelsize=8)
-            limits = {"c": f"-{c_bound:.3g} to {c_bound:.3g}, shared", "g": "-1 to 1"}.get(name, "0 to 1")
-            bar.set_label(f"{name}: {limits}", fontsize=9)
+            bar.set_label(f"{name}: {'-1 to 1' if name == 'g' else '0 to 1'}", fontsize=9)
     handles = []
     if padded_anywhere:
         handles.append(Patch(facecolor=PADDING_COLOR, hatch=PADDING_HATCH, edgecolor="white", label=PADDING_LABEL))

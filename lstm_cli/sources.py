@@ -312,7 +312,9 @@ def resolve_flags(flags: dict[str, Any], explicit: set[str], feed: Any = None) -
             flags["dtype"] = group.dtype
         source = describe_source(feed.model_name if runs_module else flags["weights"], group)
         recorded = group.found.batch_first if group.found else None
-        if recorded is None and not runs_module:
+        # Input the tool builds itself (text, a capture) has the layout the tool gives it.
+        built_here = runs_module or flags.get("text") is not None or flags.get("text_file") is not None
+        if recorded is None and not built_here:
             if not flags.get("batch_first"):
                 source["notes"].append(
                     "input layout assumed time-major (L, N, H_in): the file does not record it "

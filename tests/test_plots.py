@@ -201,15 +201,20 @@ def test_padding_from_a_real_run_is_masked(run_cli, tmp_path, monkeypatch):
 # -- colour range -------------------------------------------------------------------------------
 
 
-def test_fixed_range_per_gate_with_c_symmetric_and_shared():
+def test_fixed_range_per_gate_with_c_symmetric_per_layer():
+    """c's colours span +-max|c| of each layer: a layer with |c| 20 next to one with 400 (as in
+    the shipped trained models) is not washed out by the other's range (issue 24)."""
     spec = LSTMSpec(input_size=4, hidden_size=3, num_layers=3, seq_len=5, batch_size=1)
     kept = synthetic(spec)
+    kept[(2, "forward")]["c"] = kept[(2, "forward")]["c"] * 400 / kept[(2, "forward")]["c"].abs().max()
     figure = gates_figure(spec, kept, 0)
-    bound = max(float(kept[key]["c"].abs().max()) for key in kept)
+    rows = sorted(kept)
     for i, mesh in enumerate(meshes(figure)):
+        bound = float(kept[rows[i // 5]]["c"].abs().max())
         expected = {0: (0, 1), 1: (0, 1), 2: (-1, 1), 3: (0, 1), 4: (-bound, bound)}[i % 5]
         assert mesh.get_clim() == pytest.approx(expected)
-    assert len(colorbar_axes(figure)) == 5  # one per column
+    assert meshes(figure)[4].get_clim()[1] < 50 and meshes(figure)[14].get_clim()[1] == pytest.approx(400)
+    assert len(colorbar_axes(figure)) == 4 + 3  # one per gate column, one beside each c panel
 
 
 def test_panel_range_scales_each_panel_to_its_min_and_max_with_a_colorbar_each():

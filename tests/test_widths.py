@@ -34,7 +34,7 @@ COMMANDS = {
     "gates": ["--per-step"],
     "gradients": [],
 }
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e[+-]\d+)?%?")
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e[+-]\d+)?%?|<0\.1%|>99\.9%")
 BOX = str.maketrans({c: " " for c in "│┃┏┓┗┛┡┩└┘┳┻╇┼━─┣┫"})
 
 
@@ -64,6 +64,10 @@ def shown_as(text: str, value: float | None) -> bool:
         return value is None or value != value
     if value is None:
         return False
+    if text == "<0.1%":  # a share above 0 that would print as 0.0%
+        return 0 < value < 0.0005
+    if text == ">99.9%":  # below 1, would print as 100.0%
+        return 0.9995 <= value < 1
     if text.endswith("%"):
         text, value = text[:-1], 100 * value
     digits = re.fullmatch(r"-?\d+(?:\.(\d+))?(?:e([+-]\d+))?", text.replace(",", ""))

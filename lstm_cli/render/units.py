@@ -37,7 +37,13 @@ def _three_digits(value: float) -> str:
 
 
 def format_percent(fraction: float | None) -> str:
-    """A share as a percentage with one decimal, the same at 0 and at 100: 0.0%, 10.8%, 100.0%."""
+    """A share as a percentage with one decimal, the same at 0 and at 100: 0.0%, 10.8%, 100.0%;
+    a share that is not 0 never prints as 0.0% (<0.1%), nor one that is not 1 as 100.0% (>99.9%)."""
     if fraction is None or not math.isfinite(fraction):
         return "-"
-    return f"{100 * fraction:.1f}%"
+    text = f"{100 * fraction:.1f}%"
+    if text == "0.0%" and fraction > 0:
+        return "<0.1%"
+    if text == "100.0%" and fraction < 1:
+        return ">99.9%"
+    return text

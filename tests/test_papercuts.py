@@ -1,0 +1,31 @@
+"""The review's papercuts (issue 24), each shown fixed by a test that failed before the fix."""
+
+import torch
+
+from tests.test_text_input import char_model
+
+LAYOUT_NOTE = "input layout assumed time-major"
+
+
+def test_the_layout_note_is_only_for_input_the_user_laid_out(run_cli, tmp_path):
+    """Text (and a capture) is laid out by the tool itself: no note that the layout was assumed;
+    a tensor the user gives with a file that does not record the layout keeps the note."""
+    path, _ = char_model(tmp_path)
+    text = run_cli("inspect", "--weights", str(path), "--key", "rnn", "--text", "abcab", "--json")
+    assert text.code == 0, text.stderr
+    assert not any(LAYOUT_NOTE in note for note in text.json()["source"]["notes"])
+    torch.save(torch.zeros(5, 2, 4), tmp_path / "x.pt")
+    given = run_cli("inspect", "--weights", str(path), "--key", "rnn", "--input", str(tmp_path / "x.pt"), "--json")
+    assert given.code == 0, given.stderr
+    assert any(LAYOUT_NOTE in note for note in given.json()["source"]["notes"])
+
+
+def test_a_share_that_is_not_zero_never_prints_as_zero():
+    from lstm_cli.render.gates import top_units
+    from lstm_cli.render.units import format_percent
+
+    assert [format_percent(v) for v in (0.0, 1e-5, 0.0004, 0.0005, 0.5, 0.99951, 1.0)] == [
+        "0.0%", "<0.1%", "<0.1%", "0.1%", "50.0%", ">99.9%", "100.0%"]
+    # the --units top list: a unit right-saturated at 1 step in 100,000 is listed as <0.1%
+    shown = [f"u{u}:{format_percent(v)}" for u, v in top_units([0.0, 1e-5, 0.2])]
+    assert shown == ["u2:20.0%", "u1:<0.1%"]
