@@ -29,3 +29,22 @@ def test_a_share_that_is_not_zero_never_prints_as_zero():
     # the --units top list: a unit right-saturated at 1 step in 100,000 is listed as <0.1%
     shown = [f"u{u}:{format_percent(v)}" for u, v in top_units([0.0, 1e-5, 0.2])]
     assert shown == ["u2:20.0%", "u1:<0.1%"]
+
+
+def test_compare_cell_words_the_relative_difference_as_a_ratio(run_cli):
+    """It read as a magnitude ("relative to max |output| 2.73e-07"); now it says what it is."""
+    human = run_cli("compare-cell", "--repeat", "0")
+    doc = run_cli("compare-cell", "--repeat", "0", "--json").json()
+    line = next(line for line in human.stdout.splitlines() if line.startswith("output: max |diff|"))
+    assert "relative to" not in line and line.endswith("of max |output| (max |diff| / max |output|)")
+    ratio = float(line.split(", ")[1].split(" of max")[0])
+    assert ratio == float(f"{doc['output_max_rel_diff']:.3g}")
+
+
+def test_compare_weights_random_without_weights_is_refused(run_cli):
+    """Random weights against an untrained copy from the same seed compared the model with
+    itself; now it says why in one line."""
+    result = run_cli("gates", "--compare-weights", "random")
+    assert result.code == 2 and result.stdout == ""
+    line, = result.stderr.strip().splitlines()
+    assert "without --weights the model is that copy" in line

@@ -25,6 +25,11 @@ RANDOM = "random"
 def compare_spec(spec: LSTMSpec, weights: str, key: str | None) -> LSTMSpec:
     """The spec of the other weights: the same architecture, activation, dtype and input."""
     if weights == RANDOM:
+        if spec.weights is None and spec.captured is None:
+            raise UsageError(
+                "--compare-weights random compares trained weights with an untrained copy, and without --weights "
+                f"the model is that copy (PyTorch's init from seed {spec.seed}): give --weights"
+            )
         if key is not None:
             raise UsageError("--compare-key picks an LSTM inside a --compare-weights file, not in 'random'")
         return replace(spec, weights=None, key=None, source=None, trust_checkpoint=False, save_weights=None,

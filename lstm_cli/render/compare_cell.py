@@ -69,7 +69,7 @@ def render_compare_cell(result: CompareResult, console: Console, all_steps: bool
     print_table(console, ends)
     console.print(
         Text(f"output: max |diff| {format_diff(result.output_max_abs_diff)}, "
-             f"relative to max |output| {format_diff(result.output_max_rel_diff)}")
+             f"{format_diff(result.output_max_rel_diff)} of max |output| (max |diff| / max |output|)")
     )
     for line in shadow_lines(result.shadow, result.shadow_note):
         console.print(Text(line))
