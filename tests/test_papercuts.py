@@ -48,3 +48,18 @@ def test_compare_weights_random_without_weights_is_refused(run_cli):
     assert result.code == 2 and result.stdout == ""
     line, = result.stderr.strip().splitlines()
     assert "without --weights the model is that copy" in line
+
+
+def test_the_steps_sparkline_is_on_a_log_scale_and_says_so():
+    """Differences span decades: on the old linear scale everything but the largest sat at
+    the bottom."""
+    from lstm_cli.render.common import SPARK_LEVELS, log_sparkline
+
+    line, scale = log_sparkline([0.0, 1e-8, 1e-7, 1e-6, float("nan")])
+    assert line == SPARK_LEVELS[0] + SPARK_LEVELS[0] + SPARK_LEVELS[4] + SPARK_LEVELS[-1] + " "
+    assert scale == "log scale 1e-08 to 1e-06, 0 at the bottom"
+
+
+def test_compare_cell_steps_caption_names_the_column_it_draws(run_cli):
+    out = run_cli("compare-cell", "--steps", "--repeat", "0").stdout
+    assert any(line.startswith("loop - ref along the sequence (log scale ") for line in out.splitlines())

@@ -127,7 +127,7 @@ def check_gates(out: str, doc: dict) -> None:
 
 def check_compare(out: str, doc: dict) -> None:
     flat = " ".join(out.split())
-    match = re.search(r"output: max \|diff\| (\S+), relative to max \|output\| (\S+)", flat)
+    match = re.search(r"output: max \|diff\| (\S+), (\S+) of max \|output\|", flat)
     assert shown_as(match.group(1).rstrip(","), doc["output_max_abs_diff"])
     assert shown_as(match.group(2), doc["output_max_rel_diff"])
     stack = [r for r in rows(out, "The loop (", "output (") if r and r[0].isdigit()]
@@ -138,7 +138,7 @@ def check_compare(out: str, doc: dict) -> None:
         assert shown_as(h, layer["h_n_max_abs_diff"]) and shown_as(c, layer["c_n_max_abs_diff"])
     # the per-step table: each row the largest over its steps (all of them: seq-len <= 64)
     values = doc["step_max_abs_diff"]
-    steps = [r for r in rows(out, "Output difference at every", "along the sequence") if r and r[0][0].isdigit()]
+    steps = [r for r in rows(out, "Output difference at every", "loop - ref along the sequence") if r and r[0][0].isdigit()]
     size = math.ceil(len(values) / 64)
     assert len(steps) == math.ceil(len(values) / size) <= 64
     for k, words in enumerate(steps):

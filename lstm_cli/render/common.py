@@ -336,6 +336,19 @@ def sparkline(values: list[float], low: float | None = None, high: float | None 
     )
 
 
+def log_sparkline(values: list[float]) -> tuple[str, str]:
+    """One character per value on a log10 scale between the smallest positive value and the
+    largest (differences span decades: on a linear scale all but the largest sit at the bottom);
+    0 at the bottom, NaN blank. Returns the line and its range in words."""
+    positive = [v for v in values if v == v and v > 0]
+    if not positive:
+        return sparkline(values, low=0.0), "every value 0"
+    low, high = math.log10(min(positive)), math.log10(max(positive))
+    logs = [math.nan if v != v else (low if v <= 0 else math.log10(v)) for v in values]
+    zero = ", 0 at the bottom" if any(v == 0 for v in values) else ""
+    return sparkline(logs, low=low, high=high), f"log scale {min(positive):.2g} to {max(positive):.2g}{zero}"
+
+
 @contextlib.contextmanager
 def stderr_progress(total: int, unit: str, description: str) -> Iterator[Callable[..., None] | None]:
     """`advance(n, description=None)` moving a Rich progress bar on stderr, when stderr is a

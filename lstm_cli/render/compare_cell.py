@@ -14,11 +14,11 @@ from lstm_cli.render.common import (
     bins_sentence,
     config_line,
     format_diff,
+    log_sparkline,
     print_table,
     print_verdict,
     running_counts,
     shadow_lines,
-    sparkline,
     step_bins,
     step_label,
 )
@@ -130,11 +130,11 @@ def render_steps(result: CompareResult, console: Console, all_steps: bool = Fals
 
     # one character per step after the label when they fit; otherwise bins of steps on a line
     # of their own, as wide as the console
-    label = "along the sequence"
-    if len(values) <= console.width - len(label) - 2:
-        console.print(Text(f"{label}: " + sparkline(values, low=0.0)), no_wrap=True)
-        return
-    line_bins, per_char = step_bins(len(values), console.width)
-    every = f" (1 char = {per_char} steps, the largest)" if per_char > 1 else ""
-    console.print(Text(f"{label}{every}:"))
-    console.print(Text(sparkline(bin_values(values, line_bins, "max"), low=0.0)), no_wrap=True)
+    every = ""
+    if len(values) > console.width:
+        line_bins, per_char = step_bins(len(values), console.width)
+        values = bin_values(values, line_bins, "max")
+        every = f", 1 char = {per_char} steps, the largest"
+    line, scale = log_sparkline(values)
+    console.print(Text(f"loop - ref along the sequence ({scale}{every}):"))
+    console.print(Text(line), no_wrap=True)
