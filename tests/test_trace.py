@@ -227,7 +227,34 @@ def test_plot_writes_a_figure_and_says_when_it_cut_the_text(run_cli, tmp_path, m
     assert document["plot"] == str(target) and document["plot_truncated"] == 20
     assert f"first 20 of {len(TEXT)} characters" in result.stderr
     figure = render_trace.trace_figure(trace_result_for_plot())
-    assert len(figure.axes[0].texts) == 20
+    glyphs = figure.axes[0].collections[0]  # every character of the panel in one collection
+    assert len(glyphs.get_offsets()) == 20 and len(glyphs.get_paths()) == 20
+
+
+def test_a_long_trace_plot_is_wrapped_to_a_sane_shape_and_its_glyphs_sit_on_their_cells(monkeypatch):
+    """3,000 characters of code (short lines) were one panel 30 inches tall (a 1010 x 8520 image,
+    2.5 s a panel): the rows now flow in side-by-side blocks, about 3:1 a panel."""
+    import lstm_cli.render.trace as render_trace
+    from lstm_cli.render.trace import BLOCK_GAP, glyph, rows
+
+    text = "".join(f"    line {k}: x = {k} * 2\n" for k in range(140))[:3000]
+    result = trace_result_for_plot()
+    result.text = text
+    result.shown[0].values = [0.1] * len(text)
+    figure = render_trace.trace_figure(result)
+    width, height = figure.get_size_inches()
+    assert 1.5 <= width / height <= 5 and height < 10
+    grid = rows(text, render_trace.PLOT_COLUMNS)
+    columns = max(len(row) for row in grid)
+    blocks = render_trace.blocks_for(len(grid), columns)
+    assert blocks > 1
+    per_block = -(-len(grid) // blocks)
+    offsets = figure.axes[0].collections[0].get_offsets()
+    # character k at row r of the grid: column block r // per_block, its row r % per_block
+    for r, row in enumerate(grid):
+        for i, k in enumerate(row):
+            x = (r // per_block) * (columns + BLOCK_GAP) + i
+            assert tuple(offsets[k]) == (x, r % per_block), (k, glyph(text[k]))
 
 
 def trace_result_for_plot():

@@ -155,41 +155,73 @@ def trace_title(result: TraceResult, drawn: int, width: int = 150) -> str:
     return figure_title(what, config, config["dtype"], None, cut, width)
 
 
+# A panel's grid of rows is laid out in side-by-side blocks (like newspaper columns) so that a
+# panel is about this many times as wide as it is tall: 3,000 characters of code (100 short
+# lines) were one 30-inch-tall column before.
+PANEL_ASPECT = 3.0
+BLOCK_GAP = 2  # empty cells between two blocks
+MAX_BLOCKS = 4
+CELL_W, CELL_H = 0.105, 0.2  # inches per cell
+
+
+def blocks_for(grid_rows: int, columns: int) -> int:
+    """How many side-by-side blocks bring a panel closest to PANEL_ASPECT (width / height)."""
+    def aspect(b: int) -> float:
+        per = -(-grid_rows // b)
+        return (b * columns + (b - 1) * BLOCK_GAP) * CELL_W / max(per * CELL_H, 1e-9)
+    return min(range(1, MAX_BLOCKS + 1), key=lambda b: abs(aspect(b) - PANEL_ASPECT))
+
+
 def trace_figure(result: TraceResult):
-    """One panel per shown unit: the text in a monospace grid, each cell's background the
-    character's colour (the terminal's scale), a colour bar per panel."""
+    """One panel per shown unit: the text in a monospace grid (its rows in side-by-side blocks
+    for a sane aspect ratio), each cell's background the character's colour (the terminal's
+    scale), a colour bar per panel. The characters of a panel are one collection of glyph
+    outlines, drawn in one pass (a text artist per character took seconds a panel)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import PathCollection
     from matplotlib.colors import LinearSegmentedColormap, Normalize
     from matplotlib.figure import Figure
-    from matplotlib.cm import ScalarMappable
 
     from lstm_cli.text.trace import BLUE, RED, SEQ_HIGH, SEQ_LOW, WHITE
 
     text = result.text[:PLOT_MAX_CHARS]
     grid = rows(text, PLOT_COLUMNS)
     columns = min(PLOT_COLUMNS, max((sum(cell_len(glyph(text[k])) for k in row) for row in grid), default=1))
+    blocks = blocks_for(len(grid), columns)
+    per_block = -(-len(grid) // blocks)
+    width_cells = blocks * columns + (blocks - 1) * BLOCK_GAP
+    # Where each character sits: (image row, first cell, cells wide), computed once for all panels.
+    places = []
+    for r, row in enumerate(grid):
+        x = (r // per_block) * (columns + BLOCK_GAP)
+        for k in row:
+            w = cell_len(glyph(text[k]))
+            places.append((k, r % per_block, x, w))
+            x += w
     n = max(1, len(result.shown))
-    cell_w, cell_h = 0.105, 0.2
-    panel_h = max(0.6, len(grid) * cell_h)
-    figure_width = max(7.0, columns * cell_w + 1.6)
+    panel_h = max(0.6, per_block * CELL_H)
+    figure_width = max(7.0, width_cells * CELL_W + 1.6)
     figure = Figure(figsize=(figure_width, n * (panel_h + 0.6) + 1.2), layout="constrained")
     FigureCanvasAgg(figure)
+    glyphs = _GlyphPaths()
+    paths = [glyphs(glyph(text[k])) for k, _, _, _ in places]
+    offsets = np.array([(x + (w - 1) / 2, r) for _, r, x, w in places], dtype=float).reshape(-1, 2)
     for p, traced in enumerate(result.shown):
         ax = figure.add_subplot(n, 1, p + 1)
         ax.set_label(f"trace layer {traced.layer} unit {traced.unit} {traced.quantity} {traced.direction}")
-        image = np.ones((len(grid), columns, 3))
-        for r, row in enumerate(grid):
-            x = 0
-            for k in row:
-                shown = glyph(text[k])
-                background = colour(traced.values[k], traced.quantity, tuple(traced.scale))
-                for dx in range(cell_len(shown)):
-                    image[r, x + dx] = [v / 255 for v in background]
-                ax.text(x + (cell_len(shown) - 1) / 2, r, shown, ha="center", va="center", family="monospace",
-                        fontsize=7, color=_rgb(ink(background)), in_layout=False, clip_on=True)
-                x += cell_len(shown)
-        ax.imshow(image, aspect="auto", interpolation="nearest", extent=(-0.5, columns - 0.5, len(grid) - 0.5, -0.5))
+        image = np.ones((per_block, width_cells, 3))
+        inks = []
+        for k, r, x, w in places:
+            background = colour(traced.values[k], traced.quantity, tuple(traced.scale))
+            image[r, x : x + w] = [v / 255 for v in background]
+            inks.append([v / 255 for v in ink(background)])
+        ax.imshow(image, aspect="auto", interpolation="nearest",
+                  extent=(-0.5, width_cells - 0.5, per_block - 0.5, -0.5))
+        ax.add_collection(PathCollection(paths, offsets=offsets, offset_transform=ax.transData,
+                                         transform=glyphs.transform(figure), facecolors=inks, edgecolors="none",
+                                         clip_on=True))
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{traced.direction} layer {traced.layer}, unit {traced.unit}, {traced.quantity} "
@@ -200,6 +232,42 @@ def trace_figure(result: TraceResult):
         bar.ax.tick_params(labelsize=7)
     figure.suptitle(trace_title(result, len(text), int(figure_width * 12)), fontsize=9)
     return figure
+
+
+class _GlyphPaths:
+    """Outlines of characters in a 7-point monospace font, centred on (0, 0), made once each."""
+
+    SIZE = 7.0  # points
+
+    def __init__(self) -> None:
+        from matplotlib.font_manager import FontProperties
+
+        self.font = FontProperties(family="monospace")
+        self.cache: dict = {}
+
+    def __call__(self, shown: str):
+        from matplotlib.textpath import TextPath
+        from matplotlib.transforms import Affine2D
+
+        if shown not in self.cache and not shown.strip():  # blank: nothing to draw (TextPath fails on it)
+            from matplotlib.path import Path
+
+            self.cache[shown] = Path([(0.0, 0.0)], [Path.MOVETO])
+        if shown not in self.cache:
+            path = TextPath((0, 0), shown, size=self.SIZE, prop=self.font)
+            extents = path.get_extents()
+            # centred across by its box, and vertically on the font's x-height band, so that
+            # every baseline lines up
+            width = extents.x1 + extents.x0 if extents.width > 0 else 0.0
+            self.cache[shown] = path.transformed(Affine2D().translate(-width / 2, -0.3 * self.SIZE))
+        return self.cache[shown]
+
+    @staticmethod
+    def transform(figure):
+        """Points to display pixels (the glyphs keep their size whatever the data scale)."""
+        from matplotlib.transforms import Affine2D
+
+        return Affine2D().scale(1 / 72) + figure.dpi_scale_trans
 
 
 def plot_trace(result: TraceResult, path) -> None:
