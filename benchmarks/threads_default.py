@@ -9,6 +9,7 @@ each. Prints a Markdown table and, with --out FILE.json, writes every run.
 
     .venv/bin/python benchmarks/threads_default.py                  # everything: 40 min on a loaded 2-core machine
     .venv/bin/python benchmarks/threads_default.py --busy no --repeat 3 --commands inspect,gates
+    .venv/bin/python benchmarks/threads_default.py --busy no --repeat 1 --commands inspect --models seed   # smoke
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 
 import torch
 
-from lstm_cli.cli import main
+from lstm_cli.cli import main as lstm_cli_main
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.threads import step_macs
 
@@ -54,7 +55,7 @@ def macs(flags: list[str]) -> int:
 def timed_run(args: list[str]) -> float:
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main(args)
+        code = lstm_cli_main(args)
     seconds = time.perf_counter() - start
     if code != 0:  # a failed run would time an error path, not the command
         raise SystemExit(f"lstm-cli {' '.join(args)} exited {code}")
@@ -98,17 +99,34 @@ def busy_process(on: bool):
         process.wait()
 
 
-def main_cli() -> None:
+def choices(value: str, known, what: str, parser: argparse.ArgumentParser) -> list[str]:
+    chosen = value.split(",")
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        parser.error(f"unknown {what} {', '.join(unknown)}; known: {', '.join(known)}")
+    return chosen
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, its --commands and --models checked and split into lists."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--commands", default=",".join(COMMANDS))
+    parser.add_argument("--commands", default=",".join(COMMANDS), help=f"from {', '.join(COMMANDS)}")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"from {', '.join(MODELS)}")
     parser.add_argument("--busy", choices=("no", "yes", "both"), default="both")
     parser.add_argument("--out", help="write every run to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.commands = choices(args.commands, COMMANDS, "command", parser)
+    args.models = choices(args.models, MODELS, "model", parser)
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Measure; print the table (stdout) and progress (stderr); return every row (what --out holds)."""
+    args = parse_args(argv)
+    commands, models = args.commands, args.models
     default = torch.get_num_threads()
     counts = [1, default] if default != 1 else [1]
-    commands, models = args.commands.split(","), args.models.split(",")
     conditions = {"no": [False], "yes": [True], "both": [False, True]}[args.busy]
     machine = f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs usable, torch {torch.__version__}"
     print(f"# {machine}; torch's default threads: {default}; median of {args.repeat} interleaved runs", file=sys.stderr)
@@ -126,11 +144,13 @@ def main_cli() -> None:
         ratio = med[str(counts[-1])] / med["1"]
         fastest = row["fastest"][str(counts[-1])] / row["fastest"]["1"]
         print(f"| {row['command']} | {row['model']} | {row['step_macs']:,} | {'yes' if row['busy'] else 'no'} | "
-              + " | ".join(f"{med[str(n)] * 1e3:.0f} ms" for n in counts) + f" | {ratio:.2f}x | {fastest:.2f}x |")
+              f"{row['load_average_1min']:.1f} | " + " | ".join(f"{med[str(n)] * 1e3:.0f} ms" for n in counts)
+              + f" | {ratio:.2f}x | {fastest:.2f}x |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"machine": machine, "default_threads": default, "repeat": args.repeat, "rows": results}, f, indent=1)
+    return results
 
 
 if __name__ == "__main__":
-    main_cli()
+    main()
