@@ -29,6 +29,7 @@ from lstm_cli.formats.base import FormatError, Found
 from lstm_cli.formats.named_tensors import LSTM_PARAM
 from lstm_cli.formats.torch_file import load_weights_only
 from lstm_cli.paths import file_version, readable_file, writable_file
+from lstm_cli.formats.text import a_type
 
 RUN_TIME_ROLES = ("sequence_lens ", "initial_h ", "initial_c ")  # an ONNX node's run-time inputs, in notes
 SAVE_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
@@ -251,7 +252,7 @@ def _load_input(file: Path, version: tuple[int, int]) -> torch.Tensor:
         except FormatError as exc:
             raise UsageError(f"--input {path}: {exc}") from None
     if not isinstance(value, torch.Tensor):
-        raise UsageError(f"--input {path}: holds a {type(value).__name__}, not a single tensor")
+        raise UsageError(f"--input {path}: holds {a_type(value)}, not a single tensor")
     if not value.dtype.is_floating_point:
         raise UsageError(f"--input {path}: has dtype {str(value.dtype).removeprefix('torch.')}; LSTM input must be floating point")
     if value.dim() not in (2, 3):
@@ -473,7 +474,7 @@ def _load_initial_state(file: Path, version: tuple[int, int]) -> tuple[torch.Ten
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         pair = tuple(value)
     else:
-        raise UsageError(f"--initial-state {path}: holds a {type(value).__name__}; {wanted}")
+        raise UsageError(f"--initial-state {path}: holds {a_type(value)}; {wanted}")
     for name, t in zip(("h0", "c0"), pair):
         if not isinstance(t, torch.Tensor) or not t.dtype.is_floating_point:
             what = type(t).__name__ if not isinstance(t, torch.Tensor) else f"a {str(t.dtype).removeprefix('torch.')} tensor"

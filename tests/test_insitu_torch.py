@@ -569,7 +569,7 @@ def test_load_model_input(tmp_path):
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     one_line_error(lambda: load_model_input(tmp_path / "objects.npy"), "--model-input", ".npy")
     torch.save(7, tmp_path / "int.pt")
-    one_line_error(lambda: load_model_input(tmp_path / "int.pt"), "holds a int")
+    one_line_error(lambda: load_model_input(tmp_path / "int.pt"), "holds an int")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file at all")
     one_line_error(lambda: load_model_input(tmp_path / "junk.pt"), "--model-input")
     one_line_error(lambda: load_model_input(tmp_path / "absent.npy"), "--model-input", "no such file")

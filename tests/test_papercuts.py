@@ -63,3 +63,15 @@ def test_the_steps_sparkline_is_on_a_log_scale_and_says_so():
 def test_compare_cell_steps_caption_names_the_column_it_draws(run_cli):
     out = run_cli("compare-cell", "--steps", "--repeat", "0").stdout
     assert any(line.startswith("loop - ref along the sequence (log scale ") for line in out.splitlines())
+
+
+def test_a_type_takes_its_article(run_cli, tmp_path):
+    """"holds a OrderedDict" read wrong."""
+    from collections import OrderedDict
+
+    from lstm_cli.formats.text import a_type
+
+    assert [a_type(v) for v in (OrderedDict(), {}, 3, (1,), [])] == ["an OrderedDict", "a dict", "an int", "a tuple", "a list"]
+    torch.save(OrderedDict(x=torch.zeros(2)), tmp_path / "x.pt")
+    result = run_cli("inspect", "--input", str(tmp_path / "x.pt"))
+    assert result.code == 2 and "holds an OrderedDict, not a single tensor" in result.stderr

@@ -18,6 +18,7 @@ import torch
 from lstm_cli.formats import safe_unpickle, torch_file
 from lstm_cli.formats.base import Contents, FormatError
 from lstm_cli.formats.named_tensors import find_in_tensors, flatten
+from lstm_cli.formats.text import a_type
 
 NUMERIC_KINDS = "fiub"  # float, signed and unsigned integer, bool
 
@@ -39,7 +40,7 @@ def read_pickle(file: Path, trust: bool = False) -> Contents:
     arrays = flatten(loaded.value, np.ndarray)
     tensors = flatten(loaded.value, torch.Tensor)
     if not arrays and not tensors:
-        raise FormatError(f"a Python pickle of a {type(loaded.value).__name__} with no arrays or tensors in it")
+        raise FormatError(f"a Python pickle of {a_type(loaded.value)} with no arrays or tensors in it")
     if not tensors and not loaded.replaced:  # the common case: a dict of numpy arrays
         return find_in_tensors(_tensors(arrays), "Python pickle of numpy arrays (read without running code)")
     named = {**_tensors(arrays), **tensors}

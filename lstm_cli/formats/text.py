@@ -17,3 +17,9 @@ def first_line(exc: BaseException) -> str:
     """The first line of an error, at most 160 characters (library errors run to pages)."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def a_type(value: object) -> str:
+    """The type of `value` with its article: "a dict", "an OrderedDict", "an int"."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

@@ -16,6 +16,7 @@ from torch import nn
 from lstm_cli.errors import UsageError
 from lstm_cli.insitu.captured import Captured
 from lstm_cli.paths import file_version, readable_file
+from lstm_cli.formats.text import a_type
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _trusted_module(weights: str, trust: bool) -> nn.Module:
         raise UsageError(f"--weights {weights}: could not be unpickled: {type(exc).__name__}: {first}{hint}") from None
     if not isinstance(value, nn.Module):
         raise UsageError(
-            f"--weights {weights}: holds a {type(value).__name__}, not a whole nn.Module; --model-input runs "
+            f"--weights {weights}: holds {a_type(value)}, not a whole nn.Module; --model-input runs "
             "a module: give --model package.module:factory with this file as its state_dict"
         )
     return value

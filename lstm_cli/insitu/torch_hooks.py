@@ -45,6 +45,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from lstm_cli.errors import UsageError
 from lstm_cli.insitu.captured import Captured
+from lstm_cli.formats.text import a_type
 
 LSTM_TYPES = (nn.LSTM, nn.LSTMCell)
 
@@ -402,7 +403,7 @@ class Watch:
             return f"{name!r} ({type(self._modules[name]).__name__}) was never called while {owner} ran; {called}"
         modules = dict(self.model.named_modules())
         if name in modules:
-            return f"{name!r} is a {type(modules[name]).__name__}, not an nn.LSTM or nn.LSTMCell; {called}"
+            return f"{name!r} is {a_type(modules[name])}, not an nn.LSTM or nn.LSTMCell; {called}"
         return f"{owner} has no module {name!r}; {called}"
 
     def captured(self, name: str | None = None) -> Captured:

@@ -25,6 +25,7 @@ from lstm_cli.formats.torch_file import load_weights_only
 from lstm_cli.insitu.captured import Captured
 from lstm_cli.insitu.torch_hooks import Watch
 from lstm_cli.paths import readable_file
+from lstm_cli.formats.text import a_type
 
 # "package.module:factory"; the factory may be an attribute path (module:Class.create).
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -64,7 +65,7 @@ def load_factory_module(target: str, flag: str = "--model") -> nn.Module:
                 raise UsageError(f"{flag} {target}: {module_name} has no attribute {attribute!r}")
             factory = getattr(factory, part)
         if not callable(factory):
-            raise UsageError(f"{flag} {target}: {attribute} is a {type(factory).__name__}, not a function to call")
+            raise UsageError(f"{flag} {target}: {attribute} is {a_type(factory)}, not a function to call")
         try:
             model = factory()
         except (Exception, SystemExit) as exc:
@@ -72,7 +73,7 @@ def load_factory_module(target: str, flag: str = "--model") -> nn.Module:
     finally:
         sys.path[:] = saved
     if not isinstance(model, nn.Module):
-        raise UsageError(f"{flag} {target}: {attribute}() returned a {type(model).__name__}, not a torch.nn.Module")
+        raise UsageError(f"{flag} {target}: {attribute}() returned {a_type(model)}, not a torch.nn.Module")
     return model
 
 
@@ -92,7 +93,7 @@ def load_state_into(module: nn.Module, weights_path: str | Path, flag: str = "--
                 break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"{flag} {weights_path}: expected a state_dict (names -> tensors), "
-                         f"or a dict with one under 'state_dict' or 'model'; it holds a {type(value).__name__}")
+                         f"or a dict with one under 'state_dict' or 'model'; it holds {a_type(value)}")
     mismatch = _mismatch(module, state)
     if mismatch:
         raise UsageError(f"{flag} {weights_path} does not fit {type(module).__name__}: {mismatch}")
@@ -147,7 +148,7 @@ def load_model_input(path: str | Path, flag: str = "--model-input") -> tuple[tup
         return tuple(value), {}
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return (), dict(value)
-    raise UsageError(f"{flag} {path}: holds a {type(value).__name__}; expected a tensor, a tuple or list "
+    raise UsageError(f"{flag} {path}: holds {a_type(value)}; expected a tensor, a tuple or list "
                      "of arguments, or a dict of keyword arguments")
 
 
