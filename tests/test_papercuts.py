@@ -75,3 +75,23 @@ def test_a_type_takes_its_article(run_cli, tmp_path):
     torch.save(OrderedDict(x=torch.zeros(2)), tmp_path / "x.pt")
     result = run_cli("inspect", "--input", str(tmp_path / "x.pt"))
     assert result.code == 2 and "holds an OrderedDict, not a single tensor" in result.stderr
+
+
+def test_a_difference_and_its_bound_never_print_the_same_unless_equal():
+    from lstm_cli.render.common import format_diff_pair, format_used
+
+    assert format_diff_pair(5.9604645e-08, 5.9604644e-08) == ("5.960465e-08", "5.960464e-08")
+    assert format_diff_pair(5.96e-08, 5.96e-08) == ("5.96e-08", "5.96e-08")  # equal: as they are
+    assert format_diff_pair(1.5e-6, 3e-5) == ("1.5e-06", "3e-05")
+    assert format_used(float("inf")) == "∞"  # a difference against a bound of 0
+
+
+def test_a_failed_check_with_a_zero_bound_has_a_null_ratio_in_json_and_infinity_in_the_table(run_cli, monkeypatch):
+    from lstm_cli.checks import within
+
+    check = within("x", torch.tensor([1e-9]), torch.tensor([0.0]), 0.0)
+    assert check.worst_ratio == float("inf") and not check.passed
+    from lstm_cli.output import to_json
+    import json
+
+    assert json.loads(to_json(check))["worst_ratio"] is None

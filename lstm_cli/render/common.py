@@ -29,8 +29,8 @@ def format_used(ratio: float | None) -> str:
     """How much of its bound the worst element used: 12%, <1%, 340% (failed)."""
     if ratio is None:
         return "-"
-    if ratio != ratio or ratio == float("inf"):
-        return "NaN" if ratio != ratio else "inf"
+    if ratio != ratio or ratio == float("inf"):  # inf: a difference against a bound of 0
+        return "NaN" if ratio != ratio else "∞"
     if 0 < ratio < 0.01:
         return "<1%"
     return f"{ratio * 100:.0f}%" if ratio < 100 else f"{ratio:.3g}x"
@@ -203,11 +203,21 @@ def checks_table(checks: list[Check], title: str = "Checks") -> Table:
     table.add_column("result", no_wrap=True)
     for check in checks:
         verdict = "[green]passed[/]" if check.passed else "[bold red]FAILED[/]"
-        table.add_row(
-            Text(check.name), format_diff(check.max_abs_diff), format_diff(check.tolerance),
-            format_used(check.worst_ratio), verdict,
-        )
+        diff, bound = format_diff_pair(check.max_abs_diff, check.tolerance)
+        table.add_row(Text(check.name), diff, bound, format_used(check.worst_ratio), verdict)
     return table
+
+
+def format_diff_pair(diff: float | None, bound: float | None) -> tuple[str, str]:
+    """A difference and its bound, with enough digits that two different numbers never print
+    the same (a failed check once showed 5.96e-08 against a bound of 5.96e-08)."""
+    if diff is None or bound is None or diff != diff or bound != bound or diff == bound or diff == 0 or bound == 0:
+        return format_diff(diff), format_diff(bound)
+    for digits in range(3, 18):
+        a, b = f"{diff:.{digits}g}", f"{bound:.{digits}g}"
+        if a != b:
+            return a, b
+    return format_diff(diff), format_diff(bound)
 
 
 def failure_lines(checks: list[Check]) -> list[str]:
