@@ -203,7 +203,7 @@ def emit(result: Any, as_json: bool, render: Callable[[Any, Any], None]) -> int:
         return EXIT_OK
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    if not result.passed:
+    if result.passed is False:  # None: the command checks nothing
         failed = sum(not check.passed for check in result.checks)
         print(f"{PROG}: {failed} check(s) failed", file=sys.stderr)
         return EXIT_CHECK_FAILED
@@ -533,14 +533,49 @@ def gradients_command(
 @app.command(
     "units",
     epilog="Examples: lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file FILE.py | "
-    "lstm-cli units --weights model.pt --text '(a(a)a)' --top 5 --min-r 0.8 --json",
+    "lstm-cli units --weights model.pt --text '(a(a)a)' --top 5 --min-r 0.8 --json | "
+    "lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file FILE.py --select-text 'if ' --match",
 )
 @lstm_command
 def units_command(
     spec: LSTMSpec,
-    top: Annotated[int, typer.Option("--top", metavar="K", help="Units listed per feature, largest |r| first.")] = 3,
+    top: Annotated[int | None, typer.Option("--top", metavar="K", help="Units listed per feature, largest |r| first "
+                   "(default 3). With --select it means something else: the matches --match lists (default 10).")] = None,
     min_r: Annotated[float, typer.Option("--min-r", metavar="R", help="A unit tracks a feature when |r| >= R "
                      "(0.5: the feature explains at least 25% of the unit's variance).")] = 0.5,
+    select: Annotated[str | None, typer.Option(
+        "--select", metavar="START:END", rich_help_panel="Select and match (LSTMVis)",
+        help="Select these characters of the text (offsets from 0, END exclusive) and list the units that are on "
+        "(value > --threshold) at every one of them and off --margin characters either side.")] = None,
+    select_text: Annotated[str | None, typer.Option(
+        "--select-text", metavar="STRING", rich_help_panel="Select and match (LSTMVis)",
+        help="Select the first occurrence of STRING in the text (or the --occurrence'th).")] = None,
+    select_regex: Annotated[str | None, typer.Option(
+        "--select-regex", metavar="PATTERN", rich_help_panel="Select and match (LSTMVis)",
+        help="Select the first match of this Python regular expression (or the --occurrence'th); "
+        "lookarounds leave delimiters out of it, like (?<=x) and (?=y).")] = None,
+    occurrence: Annotated[int | None, typer.Option(
+        "--occurrence", metavar="N", rich_help_panel="Select and match (LSTMVis)",
+        help="Which occurrence of --select-text or match of --select-regex, from 1 (default 1).")] = None,
+    state: Annotated[str | None, typer.Option(
+        "--state", metavar="[c|h]", rich_help_panel="Select and match (LSTMVis)",
+        help="Values compared with --threshold: c = tanh of the cell state, as LSTMVis (default), or h, "
+        "the hidden state.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", metavar="T", rich_help_panel="Select and match (LSTMVis)",
+        help="A unit is on where its value > T: two decimals at most, -0.99 to 0.99 (default 0.3).")] = None,
+    margin: Annotated[int | None, typer.Option(
+        "--margin", metavar="K", rich_help_panel="Select and match (LSTMVis)",
+        help="A selected unit is off at the K characters before and after the selection (default 1; "
+        "0: no condition).")] = None,
+    match: Annotated[bool, typer.Option(
+        "--match", rich_help_panel="Select and match (LSTMVis)",
+        help="Also search the whole text for runs where at least half the selected units are on together, "
+        "ranked by how many of them are on throughout, then fewest other units on throughout; --top of them "
+        "listed with the line each starts in, the run marked.")] = False,
+    min_length: Annotated[int | None, typer.Option(
+        "--min-length", metavar="N", rich_help_panel="Select and match (LSTMVis)",
+        help="With --match: only runs of N or more characters (default 1).")] = None,
     json_output: JsonFlag = False,
 ) -> int:
     """Which units track which features of the text: each unit's c and h correlated with it.
@@ -552,10 +587,26 @@ def units_command(
     character classes letter, digit, space, upper case and punctuation. Lists the best units
     per feature with r and a trace of the text with the unit's value under it, and says plainly
     when no unit reaches --min-r. A feature constant over the text is skipped with a note.
+
+    With --select, --select-text or --select-regex (LSTMVis's select and match): the units on
+    throughout the selected characters and off around them, with their mean inside and outside;
+    with --match also the other places in the text where those units are on together. The
+    table shows the selection; JSON keeps every key above and adds "select".
     """
+    from lstm_cli.text.select import DEFAULT_TOP, check_select_flags
+
+    given = [flag for flag, value in (("--select", select), ("--select-text", select_text),
+                                      ("--select-regex", select_regex)) if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} each pick the selection: give one of them")
+    selecting = bool(given)
+    check_select_flags(selection=selecting, occurrence=occurrence, state=state, threshold=threshold, margin=margin,
+                       match=match, min_length=min_length, proj_size=spec.proj_size)
     if spec.text is None and spec.text_file is None:
+        if selecting:
+            raise UsageError(f"{given[0]} picks characters of a text: give --text or --text-file (with --weights)")
         raise UsageError("units correlates units with features of a text: give --text or --text-file (with --weights)")
-    if not 1 <= top <= 1000:
+    if top is not None and not 1 <= top <= 1000:
         raise UsageError(f"--top must be between 1 and 1000 (got {top})")
     if not 0 <= min_r <= 1:
         raise UsageError(f"--min-r must be between 0 and 1 (got {min_r:g})")
@@ -567,7 +618,25 @@ def units_command(
     from lstm_cli.text.units import run_units
 
     text, _ = read_text(spec.text, spec.text_file)
-    return emit(run_units(spec, text, top=top, min_r=min_r), json_output, render_units)
+    if not selecting:
+        return emit(run_units(spec, text, top=3 if top is None else top, min_r=min_r), json_output, render_units)
+    from lstm_cli.render.select import render_select
+    from lstm_cli.text.select import (
+        DEFAULT_MARGIN, DEFAULT_MIN_LENGTH, DEFAULT_STATE, DEFAULT_THRESHOLD, resolve_span, run_select,
+        with_selection,
+    )
+
+    from lstm_cli.text.unit_states import unit_states
+
+    span = resolve_span(text, select=select, select_text=select_text, occurrence=occurrence, select_regex=select_regex)
+    states = unit_states(spec, sequence=0)  # the model runs once for both parts
+    chosen = run_select(
+        spec, text, span, states=states, state=state or DEFAULT_STATE,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+        margin=DEFAULT_MARGIN if margin is None else margin, match=match, top=DEFAULT_TOP if top is None else top,
+        min_length=DEFAULT_MIN_LENGTH if min_length is None else min_length,
+    )
+    return emit(with_selection(run_units(spec, text, min_r=min_r, states=states), chosen), json_output, render_select)
 
 
 @app.command(

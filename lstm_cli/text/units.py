@@ -7,10 +7,11 @@ the state after reading that character, next to the feature's value at that char
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from lstm_cli.checks import Check
 from lstm_cli.spec import LSTMSpec
 from lstm_cli.text.features import FEATURES, text_features
 
@@ -62,16 +63,12 @@ class UnitsResult:
     tracks: list[Track]  # every listed unit with |r| >= min_r, strongest first
     summary: str  # one plain sentence: what tracks what, or that nothing does
     notes: list[str]
+    # The unit values against PyTorch's own cell, step by step (text.unit_states); passed is
+    # null when nothing could be checked (a model nn.LSTMCell cannot compute).
+    passed: bool | None = None
+    checks: list[Check] = field(default_factory=list)
     # Also, for the renderer only and so not fields (JSON has fields only): `text`, and
     # `traces[(layer, direction, unit, quantity)]`, each listed unit's values over the text.
-
-    @property
-    def passed(self) -> bool:  # nothing here is a check: the command always succeeds
-        return True
-
-    @property
-    def checks(self) -> list:
-        return []
 
 
 def pearson(values: np.ndarray, feature: np.ndarray) -> np.ndarray:
@@ -137,16 +134,18 @@ def summary_sentence(tracks: list[Track], features: dict[str, FeatureUnits], min
     )
 
 
-def run_units(spec: LSTMSpec, text: str, top: int = 3, min_r: float = DEFAULT_MIN_R) -> UnitsResult:
-    """`text` is the one --text/--text-file gave (the characters spec's input was built from)."""
+def run_units(spec: LSTMSpec, text: str, top: int = 3, min_r: float = DEFAULT_MIN_R, states=None) -> UnitsResult:
+    """`text` is the one --text/--text-file gave (the characters spec's input was built from);
+    `states`: its unit_states when already computed (select-and-match reads the same)."""
     from lstm_cli.text.unit_states import unit_states
 
-    states = unit_states(spec, sequence=0)
+    if states is None:
+        states = unit_states(spec, sequence=0)
     if states.steps != len(text):  # cannot happen for text input; guards a misuse
         raise ValueError(f"{states.steps} steps for a text of {len(text)} characters")
     features = text_features(text)
     table, tracks, constant_units = correlate(states.values, features, top, min_r)
-    notes = []
+    notes = list(states.notes)
     constant = [name for name, f in table.items() if f.constant]
     if constant:
         notes.append(f"constant over this text, so skipped (no correlation exists): {', '.join(constant)}")
@@ -162,6 +161,7 @@ def run_units(spec: LSTMSpec, text: str, top: int = 3, min_r: float = DEFAULT_MI
     result = UnitsResult(
         command="units", config=spec.config(), characters=len(text), min_r=min_r, top=top, features=table,
         tracks=tracks, summary=summary_sentence(tracks, table, min_r), notes=notes,
+        passed=all(c.passed for c in states.checks) if states.checks else None, checks=states.checks,
     )
     result.text, result.traces = text, traces
     return result
