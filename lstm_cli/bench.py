@@ -65,7 +65,7 @@ class BenchResult:
     rows: list[BenchRow]
     checks: list
     notes: list[str]
-    passed: bool = True
+    passed: bool | None = None  # null: bench times, it checks nothing (never a vacuous true)
     threads_flag: int | None = None  # --threads N, or None for torch's default
     steady: bool = True  # False when a note says the timings may not be trustworthy
 

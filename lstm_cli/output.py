@@ -26,14 +26,13 @@ def jsonable(value: Any) -> Any:
 
 
 def to_json(result: Any, lift: tuple[str, str] | None = None) -> str:
-    """One JSON document; `lift` (outer, inner) moves document[outer][inner] to the top level
-    when set (config.source -> source: what a script asks first of a loaded model)."""
+    """One JSON document; `lift` (outer, inner) moves document[outer][inner] to the top level,
+    null when unset (config.source -> source: what a script asks first of a loaded model, null
+    for random weights: every command's document has the same top-level keys)."""
     document = jsonable(result)
     if lift is not None and isinstance(document, dict):
         outer, inner = lift
-        value = (document.get(outer) or {}).pop(inner, None)
-        if value is not None:
-            document[inner] = value
+        document[inner] = (document.get(outer) or {}).pop(inner, None)
     return json.dumps(document, indent=2, allow_nan=False)
 
 

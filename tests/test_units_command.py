@@ -134,7 +134,8 @@ def test_every_r_is_numpys_corrcoef_of_unit_states(tmp_path, run_cli):
     assert result.code == 0, result.stderr
     document = result.json()
     assert list(document) == ["command", "config", "characters", "min_r", "top", "features", "tracks", "summary",
-                              "notes", "source"]
+                              "notes", "passed", "checks", "source"]
+    assert document["passed"] is True and document["checks"]  # the unit values, against PyTorch's cell
     states = unit_states(spec_for(weights, text)).values
     features = text_features(text)
     compared = 0

@@ -60,7 +60,8 @@ class Result:
         return console.file.getvalue()
 
     def __repr__(self) -> str:
-        return f"<lstm-cli {self._result.command} result: {'passed' if self._result.passed else 'FAILED'}>"
+        verdict = {True: "passed", False: "FAILED", None: "nothing checked"}[self._result.passed]
+        return f"<lstm-cli {self._result.command} result: {verdict}>"
 
     def _repr_html_(self) -> str:  # Jupyter
         console = self._console(record=True)

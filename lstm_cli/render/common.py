@@ -384,3 +384,16 @@ def stderr_progress(total: int, unit: str, description: str) -> Iterator[Callabl
             yield advance
         finally:
             LIVE_DISPLAYS.remove(progress)
+
+
+def print_unit_states_verdict(console, checks: list[Check]) -> None:
+    """units and trace: one line when the float64 unit values agreed with PyTorch's own cell at
+    every step, the checks table when they did not."""
+    if not checks:
+        return
+    if all(check.passed for check in checks):
+        worst = max((check.worst_ratio or 0.0) for check in checks)
+        console.print(Text(f"Checked: every step's c and h of every layer match PyTorch's nn.LSTMCell (float64) "
+                           f"from the same state, worst at {format_used(worst)} of one step's rounding bound."))
+        return
+    print_table(console, checks_table(checks, "Unit values against PyTorch's nn.LSTMCell"))

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lstm_cli.render.common import config_line, fit_table, sparkline
+from lstm_cli.render.common import config_line, fit_table, print_unit_states_verdict, sparkline
 from lstm_cli.text.features import text_features
 from lstm_cli.text.units import UnitsResult, unit_label
 
@@ -79,3 +79,4 @@ def render_units(result: UnitsResult, console: Console) -> None:
         length = max(TRACE_MIN, length - (used - console.width))
     console.print(table)
     console.print(Text(result.summary, style="bold" if result.tracks else ""))
+    print_unit_states_verdict(console, result.checks)

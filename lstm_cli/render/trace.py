@@ -15,7 +15,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from lstm_cli.render.common import config_line, print_table
+from lstm_cli.render.common import config_line, print_table, print_unit_states_verdict
 from lstm_cli.text.trace import DIVERGING, QUANTITY_MEANING, TraceResult, TracedUnit, code, codes_sentence, colour, ink
 
 NEWLINE = "⏎"
@@ -137,6 +137,7 @@ def render_trace(result: TraceResult, console) -> None:
                  if result.plot_truncated else "")
         console.print()
         console.print(Text(f"Plot written to {result.plot}{drawn}"))
+    print_unit_states_verdict(console, result.checks)
 
 
 # -- --plot ---------------------------------------------------------------------------------------

@@ -79,7 +79,9 @@ class TraceResult:
     codes: str  # how a value becomes a digit in the uncoloured output
     plot: str | None = None
     plot_truncated: int | None = None  # characters --plot drew when it drew fewer than the text's
-    passed: bool = True
+    # The unit values against PyTorch's own cell, step by step (text.unit_states); null when
+    # nothing could be checked (a model nn.LSTMCell cannot compute)
+    passed: bool | None = None
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # What the terminal and --plot show, in order (the --unit, then the ranked ones): an attribute
@@ -226,7 +228,7 @@ def run_trace(spec: LSTMSpec, unit: UnitRef | None, top: int | None) -> TraceRes
 
     text, _ = read_text(spec.text, spec.text_file)
     states = unit_states(spec)
-    notes: list[str] = []
+    notes: list[str] = list(states.notes)
     shown: list[TracedUnit] = []
     ranked: list[TracedUnit] = []
     if unit is not None:
@@ -264,6 +266,8 @@ def run_trace(spec: LSTMSpec, unit: UnitRef | None, top: int | None) -> TraceRes
         ranked_in=ranked_in,
         codes=codes_sentence(first.quantity, tuple(first.scale)),
         notes=notes,
+        passed=all(c.passed for c in states.checks) if states.checks else None,
+        checks=states.checks,
     )
     result.shown = shown
     return result
