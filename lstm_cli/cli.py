@@ -41,6 +41,11 @@ def _default(name: str) -> Any:
     return LSTMSpec.__dataclass_fields__[name].default
 
 
+def examples(*lines: str) -> str:
+    """A command's help epilog: one example per line (Rich keeps a blank line between them)."""
+    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines)
+
+
 def _option(*decls: str, help: str, **kwargs: Any) -> Any:
     return typer.Option(*decls, help=help, rich_help_panel=LSTM_PANEL, **kwargs)
 
@@ -227,8 +232,7 @@ def _root(
 
 @app.command(
     "inspect",
-    epilog="Examples: lstm-cli inspect | lstm-cli inspect --bidirectional --lengths 10,7,3 "
-    "| lstm-cli inspect --proj-size 8 --batch-first --json",
+    epilog=examples('lstm-cli inspect', 'lstm-cli inspect --bidirectional --lengths 10,7,3', 'lstm-cli inspect --proj-size 8 --batch-first --json', 'lstm-cli inspect --weights examples/formats/lstm.onnx --key /LSTM'),
 )
 @lstm_command
 def inspect_command(
@@ -257,9 +261,7 @@ def inspect_command(
 
 @app.command(
     "compare-cell",
-    epilog="Examples: lstm-cli compare-cell | lstm-cli compare-cell --bidirectional --proj-size 8 "
-    "--lengths 10,7,3 --steps | lstm-cli compare-cell --hidden-sizes 30,20 | "
-    "lstm-cli compare-cell --dtype float64 --seq-len 200 --json",
+    epilog=examples('lstm-cli compare-cell', 'lstm-cli compare-cell --bidirectional --proj-size 8 --lengths 10,7,3 --steps', 'lstm-cli compare-cell --hidden-sizes 30,20', 'lstm-cli compare-cell --dtype float64 --seq-len 200 --json'),
 )
 @lstm_command
 def compare_cell_command(
@@ -328,10 +330,7 @@ def _gates_option(*decls: str, help: str, **kwargs: Any) -> Any:
 
 @app.command(
     "gates",
-    epilog="Examples: lstm-cli gates | lstm-cli gates --heatmap 0:f | "
-    "lstm-cli gates --bidirectional --lengths 10,7,3 --json | "
-    "lstm-cli gates --export gates.npz --plot gates.png | "
-    "lstm-cli gates --weights model.onnx --model-input data.npz --compare-input random",
+    epilog=examples('lstm-cli gates', 'lstm-cli gates --heatmap 0:f', 'lstm-cli gates --bidirectional --lengths 10,7,3 --json', 'lstm-cli gates --export gates.npz --plot gates.png', 'lstm-cli gates --weights examples/recognizer.onnx --key /lstm/LSTM_1 --model-input examples/recognizer_images.npy --compare-input random'),
 )
 @lstm_command
 def gates_command(
@@ -407,8 +406,7 @@ def gates_command(
 
 @app.command(
     "bench",
-    epilog="Examples: lstm-cli bench --preset large | lstm-cli bench --sweep seq-len=10,100,1000 | "
-    "lstm-cli bench --preset medium --device cuda --json",
+    epilog=examples('lstm-cli bench --preset large', 'lstm-cli bench --sweep seq-len=10,100,1000', 'lstm-cli bench --preset medium --device cuda --json'),
 )
 @lstm_command(small_model_threads=False)
 def bench_command(
@@ -468,9 +466,7 @@ def bench_command(
 
 @app.command(
     "gradients",
-    epilog="Examples: lstm-cli gradients | lstm-cli gradients --forget-bias 1 | "
-    "lstm-cli gradients --cells rnn,lstm --seq-len 100 --num-layers 1 --plot norms.png | "
-    "lstm-cli gradients --dtype float64 --json",
+    epilog=examples('lstm-cli gradients', 'lstm-cli gradients --forget-bias 1', 'lstm-cli gradients --cells rnn,lstm --seq-len 100 --num-layers 1 --plot norms.png', 'lstm-cli gradients --dtype float64 --json'),
 )
 @lstm_command
 def gradients_command(
@@ -532,9 +528,7 @@ def gradients_command(
 
 @app.command(
     "units",
-    epilog="Examples: lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file FILE.py | "
-    "lstm-cli units --weights model.pt --text '(a(a)a)' --top 5 --min-r 0.8 --json | "
-    "lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file FILE.py --select-text 'if ' --match",
+    epilog=examples('lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py', "lstm-cli units --weights examples/char_lstm.pt --key lstm --text '(a(a)a)' --top 5 --min-r 0.8 --json", "lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py --select-text 'if ' --match"),
 )
 @lstm_command
 def units_command(
@@ -640,10 +634,31 @@ def units_command(
 
 
 @app.command(
+    "schema",
+    epilog=examples('lstm-cli schema gates', 'lstm-cli schema units > units.schema.json'),
+)
+def schema_command(
+    command: Annotated[str, typer.Argument(metavar="COMMAND", help="The command whose --json document to describe.")],
+) -> int:
+    """The JSON Schema of a command's --json document (draft 2020-12).
+
+    Every document has command, config, source (null for random weights), passed (null when
+    the command checks nothing), checks and notes; the schema lists every other key and its
+    type. Floats may be null (NaN and infinities are written as null).
+    """
+    import json
+
+    from lstm_cli.schema import commands, shipped
+
+    if command not in commands():
+        raise UsageError(f"no command {command!r} writes --json: schema takes one of {', '.join(commands())}")
+    sys.stdout.write(json.dumps(shipped(command), indent=2) + "\n")
+    return EXIT_OK
+
+
+@app.command(
     "trace",
-    epilog="Examples: lstm-cli trace --weights examples/char_lstm.pt --key lstm --text $'def f(x):\\n    return x' | "
-    "lstm-cli trace --weights examples/char_lstm.pt --text-file FILE --unit 1:37 | "
-    "lstm-cli trace --weights examples/char_lstm.pt --text-file FILE --unit 0:5:f --top 3 --plot trace.png",
+    epilog=examples("lstm-cli trace --weights examples/char_lstm.pt --key lstm --text $'def f(x):\\n    return x'", 'lstm-cli trace --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py --unit 1:37', 'lstm-cli trace --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py --unit 0:5:f --top 3 --plot trace.png'),
 )
 @lstm_command
 def trace_command(
@@ -688,4 +703,6 @@ def trace_command(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point. `argv` None means the real process (Ctrl-C watchdog on); tests pass a list."""
-    return run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False), watch_interrupts=argv is None)
+    args = sys.argv[1:] if argv is None else argv
+    return run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False), watch_interrupts=argv is None,
+                       json_errors="--json" in args)

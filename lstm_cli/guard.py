@@ -41,9 +41,19 @@ def plain_warning(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else "a warning without text"
 
 
-def fail(message: str) -> None:
-    """The one line every failure prints."""
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+def fail(message: str, code: int = 2, json_errors: bool = False) -> None:
+    """The one line every failure prints; with --json also `{"error": ..., "exit": code}` on
+    stdout, so that a pipeline into jq fails visibly instead of reading nothing."""
+    line = " ".join(message.split())
+    print(f"{PROG}: error: {line}", file=sys.stderr)
+    if json_errors:
+        import json
+
+        try:
+            sys.stdout.write(json.dumps({"error": line, "exit": code}) + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, OSError):
+            pass
 
 
 def silence_stdout() -> None:
@@ -125,8 +135,25 @@ def _print_warning(message: Any, category: Any, filename: str, lineno: int, file
 _printed_notes: set[str] = set()
 
 
-def run_guarded(call: Callable[[], Any], watch_interrupts: bool = False) -> int:
-    """Run the CLI; map every outcome to 0, 1, 2 or 130 with at most one line on stderr."""
+# How alike a mistyped flag and a real one must be to suggest it (difflib's ratio): Click's own
+# 0.6 offered --bias for --bogus; --hiden-size -> --hidden-size is 0.96.
+SUGGEST_RATIO = 0.8
+
+
+def _nearest_option(exc: Exception) -> str | None:
+    """Click's "No such option" with only a flag close enough to be the one meant, or none."""
+    if type(exc).__name__ != "NoSuchOption":
+        return None
+    import difflib
+
+    wrong = getattr(exc, "option_name", "")
+    close = difflib.get_close_matches(wrong, getattr(exc, "possibilities", None) or [], n=1, cutoff=SUGGEST_RATIO)
+    return f"No such option: {wrong}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def run_guarded(call: Callable[[], Any], watch_interrupts: bool = False, json_errors: bool = False) -> int:
+    """Run the CLI; map every outcome to 0, 1, 2 or 130 with at most one line on stderr (and,
+    with `json_errors` (--json), a JSON error object on stdout)."""
     warnings.showwarning = _print_warning
     watchdog = _InterruptWatchdog() if watch_interrupts else None
     try:
@@ -135,7 +162,7 @@ def run_guarded(call: Callable[[], Any], watch_interrupts: bool = False) -> int:
         code = call()
         sys.stdout.flush()  # a full disk shows here, not at the interpreter's exit
     except UsageError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_USAGE, json_errors)
         return EXIT_USAGE
     except KeyboardInterrupt:
         stop_live_displays()
@@ -149,21 +176,23 @@ def run_guarded(call: Callable[[], Any], watch_interrupts: bool = False) -> int:
             if exc.exit_code == EXIT_INTERRUPTED or type(exc).__name__ == "Abort":
                 code = EXIT_INTERRUPTED
             else:
-                if exc.format_message().strip():  # no command given: the help above says it all
-                    fail(exc.format_message())
+                message = _nearest_option(exc) or exc.format_message()
+                if message.strip():  # no command given: the help above says it all
+                    fail(message, exc.exit_code, json_errors)
                 return exc.exit_code
         elif isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             silence_stdout()
             fail(f"cannot write the output: {exc.strerror}")
             return EXIT_USAGE
         elif (reason := _out_of_memory(exc)) is not None:
-            fail(reason)
+            fail(reason, EXIT_USAGE, json_errors)
             return EXIT_USAGE
         elif os.environ.get("LSTM_CLI_DEBUG"):
             raise
         else:
             first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            fail(f"internal error: {type(exc).__name__}: {first_line} (run with LSTM_CLI_DEBUG=1 for the traceback)")
+            fail(f"internal error: {type(exc).__name__}: {first_line} (run with LSTM_CLI_DEBUG=1 for the traceback)",
+                 EXIT_CHECK_FAILED, json_errors)
             return EXIT_CHECK_FAILED
     finally:
         if watchdog:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -597,7 +599,7 @@ def test_a_state_for_another_batch_or_layers_is_refused_with_the_expected_shape(
                 flags.append(extra[k])
         result = run_cli("gates", *flags, "--initial-state", str(p), "--json")
         assert result.code == 2, (extra, result.stderr)
-        assert result.stdout == ""
+        assert json.loads(result.stdout)["exit"] == 2  # --json: the error as a JSON object
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and want in lines[0], (extra, result.stderr)
 

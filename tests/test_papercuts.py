@@ -1,6 +1,7 @@
 """The review's papercuts (issue 24), each shown fixed by a test that failed before the fix."""
 
 import torch
+from pathlib import Path
 
 from tests.test_text_input import char_model
 
@@ -95,3 +96,30 @@ def test_a_failed_check_with_a_zero_bound_has_a_null_ratio_in_json_and_infinity_
     import json
 
     assert json.loads(to_json(check))["worst_ratio"] is None
+
+
+def test_help_examples_are_one_per_line_and_run(run_cli, tmp_path, monkeypatch):
+    """Each command's --help lists its examples one per line (they were joined with " | "), and
+    every one runs as written against the shipped files (outputs land in a temporary folder),
+    except those needing a GPU or minutes."""
+    import shlex
+
+    from lstm_cli.cli import app
+
+    root = Path(__file__).resolve().parent.parent
+    ran = 0
+    for command in app.registered_commands:
+        epilog = command.epilog or ""
+        assert " | lstm-cli" not in epilog
+        lines = [line.strip() for line in epilog.splitlines() if line.strip().startswith("lstm-cli ")]
+        assert lines, command.name
+        for line in lines:
+            if "--device cuda" in line or "--preset large" in line or "--preset medium" in line or ">" in line:
+                continue  # a GPU, minutes of timing, or a shell redirection
+            words = shlex.split(line.replace("$'def f(x):\\n    return x'", "'def f(x):\n    return x'"))[1:]
+            words = [str(root / w) if w.startswith("examples/") else w for w in words]
+            monkeypatch.chdir(tmp_path)
+            result = run_cli(*words)
+            assert result.code == 0, (line, result.stderr)
+            ran += 1
+    assert ran >= 20

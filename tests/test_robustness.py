@@ -190,7 +190,11 @@ def assert_well_behaved(result, args):
     assert result.code in (0, 1, 2), context
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr, context
     if result.code == 2:
-        assert result.stdout == "", context
+        # with --json: one JSON error object on stdout (the contract), else nothing there
+        if "--json" in args:
+            assert json.loads(result.stdout)["exit"] == 2, context
+        else:
+            assert result.stdout == "", context
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("lstm-cli: error: "), context
         return
