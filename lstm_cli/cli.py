@@ -123,6 +123,11 @@ def spec_from_flags(flags: dict[str, Any], explicit: set[str] = frozenset()) -> 
 
     check_text_flags(*(flags.get(name) for name in ("text", "text_file", "input", "weights", "vocab", "embedding")))
     check_model_flags(*(flags.get(name) for name in ("model", "model_input", "weights", "input", "text", "text_file")))
+    from lstm_cli.paths import readable_file
+
+    for name in ("weights", "input", "initial_state", "model_input"):  # a missing file is said before torch loads
+        if flags.get(name):
+            readable_file("--" + name.replace("_", "-"), flags[name])
     for name in ("text", "text_file"):  # `-`: standard input, read once here, run as --text
         if flags.get(name) == "-":
             from lstm_cli.paths import read_stdin

@@ -123,3 +123,15 @@ def test_help_examples_are_one_per_line_and_run(run_cli, tmp_path, monkeypatch):
             assert result.code == 0, (line, result.stderr)
             ran += 1
     assert ran >= 20
+
+
+def test_a_missing_file_is_reported_before_torch_is_imported():
+    import subprocess
+    import sys
+
+    for flag in ("--weights", "--input", "--initial-state"):
+        code = ("import sys; from lstm_cli.cli import main; code = main(['inspect', '%s', '/nonexistent.pt']); "
+                "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)") % flag
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == f"lstm-cli: error: {flag} /nonexistent.pt: no such file"
