@@ -109,20 +109,38 @@ def row_label(row: BenchRow) -> str:
 def run_bench(
     specs: list[LSTMSpec], repeat: int = 5, method: str = "auto",
     progress: Callable[..., None] | None = None, threads: int | None = None,
-    clock: Callable[[], float] | None = None,
+    clock: Callable[[], float] | None = None, say: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Time every spec's three paths. `threads` sets torch's intra-op threads for the run (and
-    puts the previous number back after); `clock` goes to interleaved_seconds (tests fake it)."""
+    puts the previous number back after); `clock` goes to interleaved_seconds (tests fake it);
+    `say(line)` hears, for each row, how long its timed rounds should take, measured on its
+    warm-up round (a large preset runs for minutes: the user should know before waiting)."""
     with thread_scope(choose_threads(threads, None, small_model_default=False)):
-        return _run_bench(specs, repeat, method, progress, threads, clock)
+        return _run_bench(specs, repeat, method, progress, threads, clock, say)
 
 
-def _run_bench(specs, repeat, method, progress, threads, clock) -> BenchResult:
+def expected_line(row: int, rows: int, spec: LSTMSpec, round_s: float, repeat: int) -> str:
+    """What one row's warm-up round says of the rest: its timed rounds take about repeat times as long."""
+    batch = "unbatched" if spec.unbatched else f"batch {spec.batch_size}"
+    return (f"bench: row {row} of {rows} (seq-len {spec.seq_len}, {batch}, hidden {spec.hidden_size}): "
+            f"one round of the three paths took {format_seconds(round_s)}; {repeat} timed round(s) take about "
+            f"{format_seconds(round_s * repeat)} more")
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _run_bench(specs, repeat, method, progress, threads, clock, say=None) -> BenchResult:
     notes: list[str] = []
     rows = []
     ran_threads = torch.get_num_threads()
     with collect_warnings(notes):
-        for spec in specs:
+        for row_number, spec in enumerate(specs, start=1):
             if progress is not None:
                 batch = "unbatched" if spec.unbatched else f"batch {spec.batch_size}"
                 progress(0, f"timing seq-len {spec.seq_len}, {batch}, hidden {spec.hidden_size}")
@@ -145,6 +163,8 @@ def _run_bench(specs, repeat, method, progress, threads, clock) -> BenchResult:
                     "gates": gates_path,
                 },
                 device, repeat=repeat, warmup=1, clock=clock,
+                on_warmup=None if say is None else
+                lambda s, n=row_number, spec=spec: say(expected_line(n, len(specs), spec, s, repeat)),
             )
             fused, looped, gates = (spread(times[k]) for k in PATHS)
             gflop = forward_flops(spec) / 1e9

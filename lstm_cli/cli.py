@@ -207,7 +207,11 @@ def emit(result: Any, as_json: bool, render: Callable[[Any, Any], None]) -> int:
             sys.stdout.write(to_json(result, lift=("config", "source")) + "\n")
             sys.stdout.flush()
         else:
-            render(result, make_console())
+            console = make_console()
+            render(result, console)
+            saved = (getattr(result, "config", None) or {}).get("save_weights")
+            if saved:  # said like exported: and plotted: files
+                console.print(f"saved: {saved} (the weights that ran)", highlight=False, markup=False)
     except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly
         silence_stdout()
         return EXIT_OK
@@ -465,7 +469,14 @@ def bench_command(
 
     specs = bench_specs(spec, preset, swept)
     with stderr_progress(len(specs), "rows", "timing") as progress:
-        result = run_bench(specs, repeat=repeat, method=method, progress=progress, threads=threads.requested)
+        def say(line: str) -> None:
+            """On a terminal in the progress bar's line; piped, a line on stderr."""
+            if progress is not None:
+                progress(0, line.removeprefix("bench: "))
+            else:
+                print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+        result = run_bench(specs, repeat=repeat, method=method, progress=progress, threads=threads.requested, say=say)
     return emit(result, json_output, render_bench)
 
 

@@ -113,19 +113,23 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 def interleaved_seconds(
     runs: Mapping[str, Callable[[], object]], device: torch.device, repeat: int = 5, warmup: int = 1,
-    clock: Callable[[], float] | None = None,
+    clock: Callable[[], float] | None = None, on_warmup: Callable[[float], None] | None = None,
 ) -> dict[str, list[float]]:
     """Every timed run of several callables, taken round-robin (a, b, a, b, ...) after `warmup`
     untimed rounds, so that load from other processes on a shared machine lands on all of them
     alike. Returns the seconds of each run per name; take the median of each (or `spread`), or
     of per-round ratios. `clock` (default time.perf_counter) is read once before and once after
-    each timed run; tests pass a fake one."""
+    each timed run; tests pass a fake one. `on_warmup(seconds)` hears how long one warm-up
+    round took (wall time), before the timed rounds start: what a long run can announce."""
     clock = clock or time.perf_counter
     synchronize = synchronizer(device)
+    started = time.perf_counter()
     for _ in range(warmup):
         for run in runs.values():
             run()
     synchronize()
+    if on_warmup is not None and warmup:
+        on_warmup((time.perf_counter() - started) / warmup)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeat):
         for name, run in runs.items():

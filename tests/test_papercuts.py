@@ -135,3 +135,23 @@ def test_a_missing_file_is_reported_before_torch_is_imported():
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip() == f"lstm-cli: error: {flag} /nonexistent.pt: no such file"
+
+
+def test_save_weights_says_saved_like_export_and_plot(run_cli, tmp_path):
+    target = tmp_path / "w.pt"
+    for command in ("inspect", "gates", "compare-cell"):
+        result = run_cli(command, "--save-weights", str(target), *(["--repeat", "0"] if command == "compare-cell" else []))
+        assert result.code == 0 and target.exists()
+        assert result.stdout.splitlines()[-1] == f"saved: {target} (the weights that ran)"
+        target.unlink()
+
+
+def test_bench_says_how_long_each_row_will_take_when_piped(run_cli):
+    """bench --preset large ran 421 s with nothing printed when piped: each row now says on
+    stderr what its warm-up round took and how long its timed rounds should take."""
+    result = run_cli("bench", "--sweep", "seq-len=5,20", "--repeat", "2", "--json")
+    assert result.code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lstm-cli: bench: row ")]
+    assert [line.split(" (")[0] for line in lines] == ["lstm-cli: bench: row 1 of 2", "lstm-cli: bench: row 2 of 2"]
+    assert all("one round of the three paths took" in line and "2 timed round(s) take about" in line for line in lines)
+    assert result.json()["rows"][1]["seq_len"] == 20  # stdout stays one JSON document

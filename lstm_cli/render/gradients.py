@@ -128,5 +128,5 @@ def render_gradients(result: GradientsResult, console: Console) -> None:
             per_step.add_row(str(t), *(format_diff(m.grad_norms[t]) for m in result.models))
         print_table(console, per_step)
     if result.plot:
-        console.print(Text(f"plot written to {result.plot}"))
+        console.print(Text(f"plotted: {result.plot}"))
     print_table(console, checks_table(result.checks))

@@ -136,7 +136,7 @@ def render_trace(result: TraceResult, console) -> None:
         drawn = (f" (the first {result.plot_truncated:,} of {len(result.text):,} characters)"
                  if result.plot_truncated else "")
         console.print()
-        console.print(Text(f"Plot written to {result.plot}{drawn}"))
+        console.print(Text(f"plotted: {result.plot}{drawn}"))
     print_unit_states_verdict(console, result.checks)
 
 
