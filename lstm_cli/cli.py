@@ -74,7 +74,7 @@ SHARED_FLAGS: list[tuple[str, Any]] = [
     ("unbatched", Annotated[bool, _option("--unbatched", help="Input (L, H_in) with no batch dimension.")]),
     ("weights", Annotated[str | None, _files("--weights", help="Load the LSTM from a checkpoint: PyTorch state_dict (nn.LSTM or LSTMCells, nested or prefixed), TorchScript, safetensors, npz, ONNX or Keras .h5/.keras, told apart by content; its shapes set the architecture.")]),
     ("key", Annotated[str | None, _files("--key", help="Which LSTM to use when --weights holds several: a state_dict prefix (model.encoder.rnn), an ONNX node or a Keras layer name.")]),
-    ("input", Annotated[str | None, _files("--input", help="Input tensor (.pt or .npy): (L, N, H_in), (N, L, H_in) with --batch-first, or (L, H_in); sets seq-len and batch size.")]),
+    ("input", Annotated[str | None, _files("--input", help="Input tensor (.pt or .npy): (L, N, H_in), (N, L, H_in) with --batch-first, or (L, H_in); sets seq-len and batch size. - reads the file from standard input: cat x.npy | lstm-cli inspect --input -")]),
     ("initial_state", Annotated[str | None, _files("--initial-state", help="Start from this (h_0, c_0) instead of zeros: a .npz with arrays h0 (D*num_layers, N, H_out) and c0 (D*num_layers, N, H), or a .pt holding (h0, c0).")]),
     ("model_input", Annotated[str | None, _files("--model-input", help="Run the user's whole model on this data and analyse what reaches the LSTM (--key): for an ONNX --weights graph a .npz of its inputs by name (or a .npy for its one input); for a PyTorch module (--model, or a pickled module with --trust-checkpoint) a .pt holding a tensor, a tuple of arguments or a dict of keyword arguments. Sets the input, lengths and initial state.")]),
     ("model", Annotated[str | None, _files("--model", help="The user's PyTorch model as package.module:factory (imported from the current directory or the environment; factory() returns the nn.Module), with --weights as its state_dict; runs on --model-input.")]),
@@ -104,7 +104,7 @@ CHECKS_PANEL = "Checks (same meaning on every command that checks)"
 AtolFlag = Annotated[float | None, typer.Option(
     "--atol", rich_help_panel=CHECKS_PANEL,
     help="Pass an element when |value - reference| <= atol + rtol |reference| (numpy's allclose), "
-    "instead of the bound derived from the dtype and the magnitudes (README: How a check decides).",
+    "instead of the bound derived from the dtype and the magnitudes (docs/checks.md).",
 )]
 RtolFlag = Annotated[float | None, typer.Option(
     "--rtol", rich_help_panel=CHECKS_PANEL, help="Relative part of that bound (with or without --atol; default 0).",
@@ -126,7 +126,7 @@ def spec_from_flags(flags: dict[str, Any], explicit: set[str] = frozenset()) -> 
     from lstm_cli.paths import readable_file
 
     for name in ("weights", "input", "initial_state", "model_input"):  # a missing file is said before torch loads
-        if flags.get(name):
+        if flags.get(name) and not (name == "input" and flags[name] == "-"):  # -: standard input
             readable_file("--" + name.replace("_", "-"), flags[name])
     for name in ("text", "text_file"):  # `-`: standard input, read once here, run as --text
         if flags.get(name) == "-":
@@ -354,7 +354,7 @@ def gates_command(
     tanh_sat_low: Annotated[float, _gates_option("--tanh-sat-low", help="g counts as left-saturated below this.")] = -0.9,
     tanh_sat_high: Annotated[float, _gates_option("--tanh-sat-high", help="g counts as right-saturated above this.")] = 0.9,
     method: Annotated[str, _gates_option("--method", metavar="[auto|loop|recompute]", help="How gates are captured (auto picks by device and size).")] = "auto",
-    export: Annotated[str | None, _gates_option("--export", metavar="FILE.npz|FILE.pt", help="Write every captured tensor (names and shapes in the README).")] = None,
+    export: Annotated[str | None, _gates_option("--export", metavar="FILE.npz|FILE.pt", help="Write every captured tensor (names and shapes in docs/gates.md).")] = None,
     plot: Annotated[str | None, _gates_option("--plot", metavar="FILE.png|FILE.svg|FILE.pdf", help="Write heatmaps per layer and gate, titled with the configuration and sources (needs the plot extra: pip install 'lstm-cli\\[plot]').")] = None,
     plot_range: Annotated[str | None, _gates_option("--plot-range", metavar="[fixed|panel]", help="--plot colours: fixed (default: i, f, o 0..1, g -1..1, c symmetric and shared) or panel (each panel its own min..max, a colour bar each).")] = None,
     layers: Annotated[str | None, _gates_option("--layers", metavar="0,2", help="The layers --plot draws (default: all).")] = None,
@@ -650,6 +650,57 @@ def units_command(
 
 
 @app.command(
+    "report",
+    epilog=examples(
+        "lstm-cli report --html report.html",
+        "lstm-cli report --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py "
+        "--html code.html",
+        "lstm-cli report --weights examples/char_lstm.pt --key lstm --text 'x = \"a b\" + y' --state h "
+        "--threshold 0.5 --html small.html",
+    ),
+)
+@lstm_command
+def report_command(
+    spec: LSTMSpec,
+    html: Annotated[str, typer.Option("--html", metavar="FILE.html", help="Where to write the page (.html or .htm).")],
+    state: Annotated[str, typer.Option("--state", metavar="[c|h]", help="What select-and-match reads: c = tanh of "
+                                       "the cell state, as LSTMVis (default), or h.")] = "c",
+    threshold: Annotated[float, typer.Option("--threshold", metavar="T", help="The page's starting threshold: a unit "
+                                             "is on where its value > T; two decimals at most, -0.99 to 0.99.")] = 0.3,
+    margin: Annotated[int, typer.Option("--margin", metavar="K", help="The page's starting margin: a selected unit "
+                                        "is off K steps before and after the selection (0: no condition).")] = 1,
+    json_output: JsonFlag = False,
+) -> int:
+    """The whole exploration in one self-contained HTML file (LSTMVis in one page).
+
+    Runs the gates verification (with per-unit saturation) and every unit's float64 states over
+    the input's first sequence, and writes one page with no network request of any kind: the
+    configuration and provenance, the checks, gate and cell-state heatmaps with hover values,
+    the per-unit saturation scatter per gate, the text (or the steps) coloured by any unit, and
+    LSTMVis' select-and-match: drag over characters, adjust threshold and margin, see the
+    selected units' traces and the ranked matches. The page decides exactly as
+    `units --select ... --match` does.
+    """
+    from lstm_cli.report.options import check_html_path, check_options  # no torch: fails fast
+
+    check_html_path(html)
+    check_options(state, threshold, margin)
+    from lstm_cli.spec import check_runs_as_loaded
+
+    check_runs_as_loaded(spec, "report", activations=True)
+    if state == "h" and spec.proj_size:
+        raise UsageError(f"--state h: this model projects h to {spec.proj_size} values (--proj-size), which are not "
+                         "units of the cell; use --state c")
+    from lstm_cli.render.gates import capture_progress
+    from lstm_cli.render.report import render_report
+    from lstm_cli.report import run_report
+
+    with capture_progress(spec) as progress:
+        result = run_report(spec, html, state=state, threshold=threshold, margin=margin, progress=progress)
+    return emit(result, json_output, render_report)
+
+
+@app.command(
     "schema",
     epilog=examples('lstm-cli schema gates', 'lstm-cli schema units > units.schema.json'),
 )
@@ -670,6 +721,9 @@ def schema_command(
         raise UsageError(f"no command {command!r} writes --json: schema takes one of {', '.join(commands())}")
     sys.stdout.write(json.dumps(shipped(command), indent=2) + "\n")
     return EXIT_OK
+
+
+schema_command.__doc__ = reflow(schema_command.__doc__)  # as lstm_command does for the others
 
 
 @app.command(

@@ -69,12 +69,14 @@ CASES = {
     "units text": ["units", *TEXT],
     "units select": ["units", *TEXT, "--select-text", "return", "--match"],
     "trace text": ["trace", *TEXT],
+    "report random": ["report", *SMALL, "--html", "{d}/random.html"],
+    "report text": ["report", *TEXT, "--html", "{d}/text.html"],
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_document_validates_against_its_schema(run_cli, files, case):
-    args = [a.format(w=files / "w.pt", x=files / "x.npy") for a in CASES[case]]
+    args = [a.format(w=files / "w.pt", x=files / "x.npy", d=files) for a in CASES[case]]
     result = run_cli(*args, "--json")
     assert result.code == 0, result.stderr
     document = result.json()

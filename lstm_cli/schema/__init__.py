@@ -32,6 +32,7 @@ RESULTS: dict[str, list[tuple[str, str]]] = {
     "bench": [("lstm_cli.bench", "BenchResult")],
     "units": [("lstm_cli.text.units", "UnitsResult"), ("lstm_cli.text.select", "SelectedUnitsResult")],
     "trace": [("lstm_cli.text.trace", "TraceResult")],
+    "report": [("lstm_cli.report", "ReportResult")],
 }
 COMMON = ("command", "config", "source", "passed", "checks", "notes")
 

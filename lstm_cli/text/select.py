@@ -71,7 +71,7 @@ def quantize(values) -> np.ndarray:
 def threshold_steps(t: float) -> int:
     """k = round(100 t) for a threshold of two decimals at most in [-0.99, 0.99]; else UsageError."""
     if not isinstance(t, (int, float)) or not math.isfinite(t):
-        raise UsageError(f"--threshold must be a number between -0.99 and 0.99 (got {t!r})")
+        raise UsageError(f"--threshold must be between -0.99 and 0.99 (got {t!r})")
     k = round(100 * t)
     if abs(100 * t - k) > 1e-6:
         raise UsageError(f"--threshold takes two decimals at most, like 0.3 or 0.25 (got {t!r})")
