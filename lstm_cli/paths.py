@@ -74,6 +74,24 @@ def read_stdin(flag: str) -> str:
     return value
 
 
+def read_stdin_bytes(flag: str) -> bytes:
+    """`flag -`: all of standard input as bytes (a .pt or .npy file piped in). Refused in one
+    line when standard input is a terminal, closed or empty."""
+    stream = sys.stdin
+    if stream is None:
+        raise UsageError(f"{flag} -: there is no standard input to read")
+    try:
+        interactive = stream.isatty()
+    except ValueError:  # closed
+        raise UsageError(f"{flag} -: standard input is closed") from None
+    if interactive:
+        raise UsageError(f"{flag} -: standard input is a terminal; pipe the file in, e.g. cat x.npy | lstm-cli ... {flag} -")
+    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("latin-1")
+    if not data:
+        raise UsageError(f"{flag} -: standard input is empty")
+    return data
+
+
 def file_version(file: Path | str) -> tuple[int, int]:
     """(modification time, size): a cache key that changes when the file does."""
     stat = Path(file).stat()

@@ -145,6 +145,26 @@ def describe_input(config: dict[str, Any]) -> str:
     return f"input {config['input_source']}"
 
 
+def without_machine_paths(line: str) -> str:
+    """An absolute path outside the current folder shown by its file name only (a figure goes
+    into documents and papers; /home/someone/.venv/... says nothing there); one inside it,
+    relative to it."""
+    from pathlib import Path
+
+    here = Path.cwd()
+
+    def shown(word: str) -> str:
+        if not word.startswith("/"):
+            return word
+        path = Path(word.rstrip(",;:)"))
+        rest = word[len(str(path)):]
+        try:
+            return str(path.relative_to(here)) + rest
+        except ValueError:
+            return path.name + rest
+    return " ".join(shown(word) for word in line.split(" "))
+
+
 def title_lines(lines: list[str], width: int) -> str:
     """Join title lines, each wrapped at `width` characters so none runs off the figure (a long
     file path breaks at its separators)."""
@@ -152,6 +172,7 @@ def title_lines(lines: list[str], width: int) -> str:
 
     wrapped = []
     for line in lines:
+        line = without_machine_paths(line)
         wrapped += textwrap.wrap(line.replace("/", "/\u200b"), width, break_on_hyphens=False) or [""]
     return "\n".join(part.replace("\u200b", "") for part in wrapped)
 

@@ -224,14 +224,33 @@ def describe_source(path: str, group: LSTMGroup) -> dict[str, Any]:
 
 
 def load_input(path: str) -> torch.Tensor:
-    """A float tensor from a .pt (a single tensor) or .npy file, checked for shape and NaN/Inf."""
-    file = readable_file("--input", path)
-    return _load_input(file, file_version(file))
+    """A float tensor from a .pt (a single tensor) or .npy file, checked for shape and NaN/Inf;
+    `-` reads the file's bytes from standard input."""
+    file = stdin_copy("--input") if path == "-" else readable_file("--input", path)
+    return _load_input(file, file_version(file), path)
+
+
+@functools.cache
+def stdin_copy(flag: str) -> Path:
+    """Standard input's bytes (`flag -`), read once, in a private temporary file that the
+    readers can look at like any file; removed when the process ends."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from lstm_cli.paths import read_stdin_bytes
+
+    data = read_stdin_bytes(flag)
+    folder = tempfile.mkdtemp(prefix="lstm-cli-stdin-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    file = Path(folder) / "stdin"
+    file.write_bytes(data)
+    return file
 
 
 @functools.lru_cache(maxsize=2)
-def _load_input(file: Path, version: tuple[int, int]) -> torch.Tensor:
-    path = str(file)
+def _load_input(file: Path, version: tuple[int, int], path: str) -> torch.Tensor:
+    """`path`: what the user gave (`-` for standard input), for the messages."""
     detected = detect(file)
     if detected.kind not in ("torch", "npy"):
         raise UsageError(

@@ -195,7 +195,7 @@ class LSTMSpec:
         if self.captured is not None:
             return self.captured
         if self.input is not None:
-            return f"file {self.input}"
+            return "standard input" if self.input == "-" else f"file {self.input}"
         if self.text is not None or self.text_file is not None:
             where = "--text" if self.text is not None else self.text_file
             how = f"through embedding {self.embedding!r}" if self.embedding else f"as one-hot vectors of {self.input_size}"

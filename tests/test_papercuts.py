@@ -155,3 +155,32 @@ def test_bench_says_how_long_each_row_will_take_when_piped(run_cli):
     assert [line.split(" (")[0] for line in lines] == ["lstm-cli: bench: row 1 of 2", "lstm-cli: bench: row 2 of 2"]
     assert all("one round of the three paths took" in line and "2 timed round(s) take about" in line for line in lines)
     assert result.json()["rows"][1]["seq_len"] == 20  # stdout stays one JSON document
+
+
+def test_input_dash_reads_the_tensor_file_from_standard_input(run_cli, monkeypatch, tmp_path):
+    import io
+    import sys
+
+    import numpy as np
+
+    from lstm_cli.sources import stdin_copy
+
+    x = np.random.default_rng(0).normal(size=(4, 2, 100)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+
+    class Piped(io.TextIOWrapper):
+        def isatty(self):
+            return False
+
+    stdin_copy.cache_clear()
+    monkeypatch.setattr(sys, "stdin", Piped(io.BytesIO((tmp_path / "x.npy").read_bytes())))
+    piped = run_cli("inspect", "--input", "-", "--json")
+    stdin_copy.cache_clear()
+    direct = run_cli("inspect", "--input", str(tmp_path / "x.npy"), "--json")
+    assert piped.code == 0, piped.stderr
+    assert piped.json()["config"]["input_source"] == "standard input"
+    assert piped.json()["tensors"] == direct.json()["tensors"] and piped.json()["checks"] == direct.json()["checks"]
+    monkeypatch.setattr(sys, "stdin", Piped(io.BytesIO(b"")))
+    empty = run_cli("inspect", "--input", "-")
+    stdin_copy.cache_clear()
+    assert empty.code == 2 and empty.stderr.strip() == "lstm-cli: error: --input -: standard input is empty"

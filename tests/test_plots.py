@@ -121,8 +121,9 @@ def test_gates_plot_from_the_command_line_titles_the_loaded_model(run_cli, tmp_p
     assert "each column the mean of 5 steps" in flat  # 1000 steps drawn as 200 columns
 
 
-def test_a_long_title_is_wrapped_inside_the_figure():
-    long_path = "/very/long/directory/" * 12 + "model.pt"
+def test_a_long_title_is_wrapped_inside_the_figure(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    long_path = "very/long/directory/" * 12 + "model.pt"  # relative: shown as given
     spec = LSTMSpec(input_size=4, hidden_size=3, num_layers=1, seq_len=5, batch_size=1, weights=long_path,
                     source={"file": long_path, "format": "PyTorch state_dict (torch.save)", "key": None,
                             "conversions": [], "notes": [], "recurrent_activation": "sigmoid"})
@@ -130,6 +131,18 @@ def test_a_long_title_is_wrapped_inside_the_figure():
     box, page = figure._suptitle.get_window_extent(), figure.bbox
     assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
     assert long_path.replace("/", "") in figure._suptitle.get_text().replace("\n", "").replace("/", "")
+
+
+def test_a_title_names_a_file_outside_this_folder_by_its_name_only(monkeypatch, tmp_path):
+    """A figure goes into documents: /home/someone/... says nothing there (issue 24)."""
+    monkeypatch.chdir(tmp_path)
+    outside, inside = "/opt/models/run7/model.pt", str(tmp_path / "sub" / "weights.pt")
+    for path, shown in ((outside, "weights model.pt (PyTorch"), (inside, "weights sub/weights.pt (PyTorch")):
+        spec = LSTMSpec(input_size=4, hidden_size=3, num_layers=1, seq_len=5, batch_size=1, weights=path,
+                        source={"file": path, "format": "PyTorch state_dict (torch.save)", "key": None,
+                                "conversions": [], "notes": [], "recurrent_activation": "sigmoid"})
+        title = gates_figure(spec, synthetic(spec), 0)._suptitle.get_text().replace("\n", " ")
+        assert shown in title and "/opt/" not in title and str(tmp_path) not in title
 
 
 def test_gradients_title_has_the_configuration_and_sources():

@@ -3,7 +3,7 @@
 A checked value v (a gate, c_t or h_t of one step) passes when |v - v_ref| <= bound, element by
 element, where v_ref is the float64 reference. The default bound follows the rounding a path in
 the run's precision makes in one step, from the magnitudes of that very element (first-order
-error propagation; see README, "How a check decides"):
+error propagation; see docs/checks.md):
 
     unit roundoff   u   = 2^-24 (float32), 2^-53 (float64), 2^-11 (float16), 2^-8 (bfloat16),
                           plus 2^-53 for the float64 reference's own rounding
@@ -65,7 +65,7 @@ FORMULA = (
     "|value - float64 step| <= bound per element; bound from one step's rounding in the run's precision: "
     f"e_z = {GEMM_ULPS:g} u (S + sqrt(K_x)|z_x| + sqrt(K_h)|z_h|) + 2 u_in S, propagated through the "
     "activations, c = f c_prev + i g and h = o tanh(c), each rounding with its underflow term eta "
-    "(README: How a check decides)"
+    "(docs/checks.md)"
 )
 
 
