@@ -207,8 +207,10 @@ def emit(result: Any, as_json: bool, render: Callable[[Any, Any], None]) -> int:
             sys.stdout.write(to_json(result, lift=("config", "source")) + "\n")
             sys.stdout.flush()
         else:
+            from lstm_cli.render.common import render_uniformly
+
             console = make_console()
-            render(result, console)
+            render_uniformly(result, console, render)
             saved = (getattr(result, "config", None) or {}).get("save_weights")
             if saved:  # said like exported: and plotted: files
                 console.print(f"saved: {saved} (the weights that ran)", highlight=False, markup=False)

@@ -1,5 +1,6 @@
 """The review's papercuts (issue 24), each shown fixed by a test that failed before the fix."""
 
+import pytest
 import torch
 from pathlib import Path
 
@@ -184,3 +185,15 @@ def test_input_dash_reads_the_tensor_file_from_standard_input(run_cli, monkeypat
     empty = run_cli("inspect", "--input", "-")
     stdin_copy.cache_clear()
     assert empty.code == 2 and empty.stderr.strip() == "lstm-cli: error: --input -: standard input is empty"
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 160])
+def test_one_table_style_for_a_whole_output_at_every_width(run_cli, monkeypatch, width):
+    """At 80 columns inspect drew three boxed tables and a compact one: now when any table of an
+    output must be compact (its cells do not fit on one line in a box), every table is."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    for args in (["inspect"], ["gates", "--units"], ["compare-cell", "--repeat", "0", "--steps"], ["gradients"]):
+        out = run_cli(*args).stdout
+        boxed = "┏" in out
+        compact = any(line.strip() and set(line.strip()) == {"─"} for line in out.splitlines())
+        assert not (boxed and compact), (width, args)

@@ -55,8 +55,10 @@ class Result:
         return Console(file=io.StringIO(), width=TEXT_WIDTH, highlight=False, **kwargs)
 
     def __str__(self) -> str:
+        from lstm_cli.render.common import render_uniformly
+
         console = self._console(color_system=None)
-        self._render(self._result, console)
+        render_uniformly(self._result, console, self._render)
         return console.file.getvalue()
 
     def __repr__(self) -> str:
@@ -64,8 +66,10 @@ class Result:
         return f"<lstm-cli {self._result.command} result: {verdict}>"
 
     def _repr_html_(self) -> str:  # Jupyter
+        from lstm_cli.render.common import render_uniformly
+
         console = self._console(record=True)
-        self._render(self._result, console)
+        render_uniformly(self._result, console, self._render)
         return console.export_html(inline_styles=True)
 
     def plot(self, path: str, **options: Any) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from contextvars import ContextVar
 from collections.abc import Callable, Iterator
 
 from rich import box
@@ -66,11 +67,48 @@ def _overhead(table: Table) -> int:
     return table._extra_width + sum(table._get_padding_width(k) for k in range(len(table.columns)))
 
 
+# One style for every table of one output: when any table of it is drawn compact (its cells do
+# not all fit on one line in a box), all are (cli.emit renders twice when that happens). Mixed
+# boxed and compact tables in one command's output read as a mistake.
+_ALL_COMPACT: ContextVar[bool] = ContextVar("lstm_cli_all_compact", default=False)
+_WENT_COMPACT: ContextVar[list | None] = ContextVar("lstm_cli_went_compact", default=None)
+
+
+@contextlib.contextmanager
+def table_style(all_compact: bool) -> Iterator[list]:
+    """Within the block every table is compact when `all_compact`; the list it yields gets an
+    entry whenever a table had to be compact."""
+    went: list = []
+    tokens = (_ALL_COMPACT.set(all_compact), _WENT_COMPACT.set(went))
+    try:
+        yield went
+    finally:
+        _WENT_COMPACT.reset(tokens[1])
+        _ALL_COMPACT.reset(tokens[0])
+
+
 def compact(table: Table) -> None:
-    """No box lines but the header's rule, no outer edge, two spaces between columns."""
+    """No box lines but the header's rule, no outer edge, two spaces between columns (and, in
+    cli.emit's dry run, a note that this output has a compact table: then all its tables are)."""
+    if (went := _WENT_COMPACT.get()) is not None:
+        went.append(table.title)
     table.box = box.SIMPLE_HEAD
     table.show_edge = False
     table.padding = (0, 1, 0, 0)
+
+
+def render_uniformly(result, console, render: Callable) -> None:
+    """Render with one table style for the whole output: a dry run into a buffer finds out
+    whether any table of it is compact at this width; if so, every table is."""
+    import io
+
+    from rich.console import Console
+
+    probe = Console(file=io.StringIO(), width=console.width, color_system=None, force_terminal=False)
+    with table_style(all_compact=False) as went_compact:
+        render(result, probe)
+    with table_style(all_compact=bool(went_compact)):
+        render(result, console)
 
 
 def fit_table(table: Table, width: int) -> int:
@@ -105,7 +143,7 @@ def fit_table(table: Table, width: int) -> int:
     def fits(needs: list[int]) -> bool:
         return sum(needs) + _overhead(table) <= width
 
-    if not fits(want):  # boxes only where every cell fits on one line
+    if not fits(want) or _ALL_COMPACT.get():  # boxes only where every cell fits on one line
         compact(table)
     if not fits(need):
         table.padding = (0, 0, 0, 0)  # one space between columns
@@ -130,6 +168,9 @@ def fit_table(table: Table, width: int) -> int:
         excess -= 1
     for column, w in zip(columns, widths):
         column.width = w
+    title = _plain(table.title) if table.title is not None else ""
+    if title and _line_width(title) <= width:  # a title on one line, even over a narrow table
+        table.min_width = _line_width(title)
     return sum(widths) + _overhead(table)
 
 
