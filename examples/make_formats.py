@@ -71,10 +71,12 @@ writes, into examples/formats/ (each reader's docstring in lstm_cli/formats/ say
                            layer-0 backward direction (weight_ih, weight_hh, bias_ih, bias_hh).
                            lstm-cli reads each cell (--key) as a one-layer nn.LSTM (names + _l0);
                            the backward cell, run on the time-reversed input, gives the source's
-                           backward direction reversed. Not a stack ('cells.0', 'cells.1'): a
-                           stack feeds cell k's H outputs to cell k+1, and layer 1 of a
-                           bidirectional LSTM takes 2H = 12 inputs, so no stack of cells holds
-                           this source's layer 1.
+                           backward direction reversed.
+    lstmcell_stack.pt      a stack of cells as an nn.ModuleList saves it ('cells.0', 'cells.1'):
+                           cell 0 is the source's layer-0 forward direction (8 -> 6), cell 1 a
+                           seeded nn.LSTMCell(6, 4) of its own (layer 1 of this bidirectional
+                           source reads 2H = 12 values, which no stack of cells feeds it). Widths
+                           differ: lstm-cli reads a free-form stack, which compare-cell runs.
 
 Every file but lstm_torchscript.pt is written byte for byte the same by every run with the same
 package versions (MADE_WITH): torch.save, numpy and the zip writer here use fixed timestamps, h5py
@@ -119,7 +121,9 @@ FILES = {
     "keras2_bidirectional.h5": ["bidirectional", "bidirectional_1"],
     "keras3.keras": ["bidirectional", "bidirectional_1"],
     "lstmcells.pt": ["forward_cell", "backward_cell"],
+    "lstmcell_stack.pt": [None],
 }
+STACK_WIDTHS = (HIDDEN_SIZE, 4)  # lstmcell_stack.pt: cells 8 -> 6 -> 4
 INPUTS = ("input.npy", "input_batch_first.npy")
 NOT_REPRODUCIBLE = {"lstm_torchscript.pt"}  # see the module docstring
 KERAS_FILES = {"keras2_bidirectional.h5", "keras3.keras"}  # their input is (N, L, features)
@@ -179,6 +183,20 @@ def write_cells(model: nn.LSTM, out: Path) -> None:
         cell.load_state_dict({kind: state[f"{kind}_l0{suffix}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
         cells.update({f"{prefix}.{name}": t for name, t in cell.state_dict().items()})
     torch.save(cells, out / "lstmcells.pt")
+
+
+def write_stack(model: nn.LSTM, out: Path) -> None:
+    """A free-form stack of nn.LSTMCells under cells.0, cells.1 (a ModuleList's names): cell 0
+    is the source's layer-0 forward direction (8 -> 6), cell 1 a seeded nn.LSTMCell(6, 4) of
+    its own (the source's layer 1 reads 12 values, both directions, which no stack feeds it).
+    Widths differ, so lstm-cli runs it in compare-cell, as --hidden-sizes 6,4 does."""
+    state = model.state_dict()
+    first = nn.LSTMCell(INPUT_SIZE, STACK_WIDTHS[0])
+    first.load_state_dict({kind: state[f"{kind}_l0"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    torch.manual_seed(SEED + 1)
+    second = nn.LSTMCell(STACK_WIDTHS[0], STACK_WIDTHS[1])
+    stack = nn.ModuleList([first, second])
+    torch.save({f"cells.{name}": t for name, t in stack.state_dict().items()}, out / "lstmcell_stack.pt")
 
 
 # -- ONNX ----------------------------------------------------------------------------------------
@@ -341,6 +359,7 @@ def make(out: Path) -> list[Path]:
     np.save(out / "input_batch_first.npy", np.ascontiguousarray(x.transpose(1, 0, 2)))
     write_torch(model, out)
     write_cells(model, out)
+    write_stack(model, out)
     write_onnx(model, x, out)
     write_keras2(model, out / "keras2_bidirectional.h5")
     write_keras3(model, out / "keras3.keras")

@@ -31,7 +31,8 @@ CLOSE = {"rtol": 1e-5, "atol": 1e-6}
 INT8_ATOL = 0.02
 NEEDS = {".onnx": ("onnx", "onnxruntime"), ".h5": ("h5py",), ".keras": ("h5py",), ".safetensors": ("safetensors",)}
 
-CASES = [(name, key) for name, keys in make.FILES.items() for key in keys]
+STACK = "lstmcell_stack.pt"  # a free-form stack of cells: its own tests below (compare-cell only)
+CASES = [(name, key) for name, keys in make.FILES.items() for key in keys if name != STACK]
 IDS = [f"{name}-{key}" if key else name for name, key in CASES]
 
 
@@ -277,3 +278,22 @@ def test_number_for_number(run_cli, tmp_path, source, x, name, key):
     for label, got_value, want in zip(("output", "h_n", "c_n"), (out, h, c), expected):
         assert got_value.shape == want.shape, label
         torch.testing.assert_close(got_value, want, **tolerance, msg=lambda m, label=label: f"{name} {key} {label}: {m}")
+
+
+def test_the_lstmcell_stack_is_read_as_a_free_form_stack_and_compare_cell_runs_it(run_cli, source):
+    """cells.0 is the source's layer-0 forward direction (8 -> 6), cells.1 an LSTMCell(6, 4):
+    widths differ, so only compare-cell runs it; its cell 0 holds the source's weights exactly."""
+    group = find_lstm(str(FORMATS / STACK), None)
+    assert group.stack_widths == make.STACK_WIDTHS and group.input_size == 8
+    state = source.state_dict()
+    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        assert torch.equal(group.state[f"{kind}_l0"], state[f"{kind}_l0"]), kind
+    assert group.state["weight_hh_l1"].shape == (16, 4)
+    result = run_cli("compare-cell", "--weights", str(FORMATS / STACK), "--input", str(FORMATS / "input.npy"),
+                     "--repeat", "0", "--json")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["mode"] == "free-form" and doc["passed"] and len(doc["checks"]) == 2
+    refused = run_cli("gates", "--weights", str(FORMATS / STACK))
+    assert refused.code == 2 and "compare-cell runs it" in refused.stderr
+
