@@ -55,28 +55,17 @@ STDIN_FLAGS = ("--text", "--text-file")
 def read_stdin(flag: str) -> str:
     """`flag -`: all of standard input as UTF-8 text. Refused in one line when standard input is
     a terminal (nothing piped in: reading would wait for typing), empty, or not UTF-8."""
-    stream = sys.stdin
-    if stream is None:
-        raise UsageError(f"{flag} -: there is no standard input to read")
+    raw = read_stdin_bytes(flag, hint="pipe the text in, e.g. cat FILE")
     try:
-        interactive = stream.isatty()
-    except ValueError:  # closed
-        raise UsageError(f"{flag} -: standard input is closed") from None
-    if interactive:
-        raise UsageError(f"{flag} -: standard input is a terminal; pipe the text in, e.g. cat FILE | lstm-cli ... {flag} -")
-    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
-    try:
-        value = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{flag} -: standard input is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
-    if not value:
-        raise UsageError(f"{flag} -: standard input is empty")
-    return value
 
 
-def read_stdin_bytes(flag: str) -> bytes:
-    """`flag -`: all of standard input as bytes (a .pt or .npy file piped in). Refused in one
-    line when standard input is a terminal, closed or empty."""
+def read_stdin_bytes(flag: str, hint: str = "pipe the file in, e.g. cat x.npy") -> bytes:
+    """`flag -`: all of standard input as bytes (a .pt or .npy file piped in, or text). Refused
+    in one line when standard input is missing, closed, a terminal or empty; `hint` says what
+    to pipe in."""
     stream = sys.stdin
     if stream is None:
         raise UsageError(f"{flag} -: there is no standard input to read")
@@ -85,8 +74,8 @@ def read_stdin_bytes(flag: str) -> bytes:
     except ValueError:  # closed
         raise UsageError(f"{flag} -: standard input is closed") from None
     if interactive:
-        raise UsageError(f"{flag} -: standard input is a terminal; pipe the file in, e.g. cat x.npy | lstm-cli ... {flag} -")
-    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("latin-1")
+        raise UsageError(f"{flag} -: standard input is a terminal; {hint} | lstm-cli ... {flag} -")
+    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
     if not data:
         raise UsageError(f"{flag} -: standard input is empty")
     return data
