@@ -580,6 +580,11 @@ def units_command(
         "--margin", metavar="K", rich_help_panel="Select and match (LSTMVis)",
         help="A selected unit is off at the K characters before and after the selection (default 1; "
         "0: no condition).")] = None,
+    sign: Annotated[str | None, typer.Option(
+        "--sign", metavar="[positive|both]", rich_help_panel="Select and match (LSTMVis)",
+        help="positive: a unit is on where its value > T, as LSTMVis (default). both: also where its value "
+        "< -T, shown as the unit's negative side (a trained unit's sign is arbitrary, so a detector may be "
+        "low where its feature is); needs T >= 0.")] = None,
     match: Annotated[bool, typer.Option(
         "--match", rich_help_panel="Select and match (LSTMVis)",
         help="Also search the whole text for runs where at least half the selected units are on together, "
@@ -613,7 +618,7 @@ def units_command(
         raise UsageError(f"{' and '.join(given)} each pick the selection: give one of them")
     selecting = bool(given)
     check_select_flags(selection=selecting, occurrence=occurrence, state=state, threshold=threshold, margin=margin,
-                       match=match, min_length=min_length, proj_size=spec.proj_size)
+                       match=match, min_length=min_length, proj_size=spec.proj_size, sign=sign)
     if spec.text is None and spec.text_file is None:
         if selecting:
             raise UsageError(f"{given[0]} picks characters of a text: give --text or --text-file (with --weights)")
@@ -634,7 +639,7 @@ def units_command(
         return emit(run_units(spec, text, top=3 if top is None else top, min_r=min_r), json_output, render_units)
     from lstm_cli.render.select import render_select
     from lstm_cli.text.select import (
-        DEFAULT_MARGIN, DEFAULT_MIN_LENGTH, DEFAULT_STATE, DEFAULT_THRESHOLD, resolve_span, run_select,
+        DEFAULT_MARGIN, DEFAULT_MIN_LENGTH, DEFAULT_SIGN, DEFAULT_STATE, DEFAULT_THRESHOLD, resolve_span, run_select,
         with_selection,
     )
 
@@ -646,7 +651,7 @@ def units_command(
         spec, text, span, states=states, state=state or DEFAULT_STATE,
         threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
         margin=DEFAULT_MARGIN if margin is None else margin, match=match, top=DEFAULT_TOP if top is None else top,
-        min_length=DEFAULT_MIN_LENGTH if min_length is None else min_length,
+        min_length=DEFAULT_MIN_LENGTH if min_length is None else min_length, sign=sign or DEFAULT_SIGN,
     )
     return emit(with_selection(run_units(spec, text, min_r=min_r, states=states), chosen), json_output, render_select)
 
@@ -671,6 +676,8 @@ def report_command(
                                              "is on where its value > T; two decimals at most, -0.99 to 0.99.")] = 0.3,
     margin: Annotated[int, typer.Option("--margin", metavar="K", help="The page's starting margin: a selected unit "
                                         "is off K steps before and after the selection (0: no condition).")] = 1,
+    sign: Annotated[str, typer.Option("--sign", metavar="[positive|both]", help="The page's starting sign: positive, "
+                                      "a unit is on above T (as LSTMVis); both, also below -T (needs T >= 0).")] = "positive",
     json_output: JsonFlag = False,
 ) -> int:
     """The whole exploration in one self-contained HTML file (LSTMVis in one page).
@@ -686,7 +693,7 @@ def report_command(
     from lstm_cli.report.options import check_html_path, check_options  # no torch: fails fast
 
     check_html_path(html)
-    check_options(state, threshold, margin)
+    check_options(state, threshold, margin, sign=sign)
     from lstm_cli.spec import check_runs_as_loaded
 
     check_runs_as_loaded(spec, "report", activations=True)
@@ -698,7 +705,7 @@ def report_command(
     from lstm_cli.report import run_report
 
     with capture_progress(spec) as progress:
-        result = run_report(spec, html, state=state, threshold=threshold, margin=margin, progress=progress)
+        result = run_report(spec, html, state=state, threshold=threshold, margin=margin, sign=sign, progress=progress)
     return emit(result, json_output, render_report)
 
 

@@ -59,13 +59,19 @@ def panel_values(panel: dict) -> np.ndarray:
 
 
 def reference_select(data: dict, a: int, b: int, threshold: float = 0.3, margin: int = 1, min_length: int = 1,
-                     top: int | None = None) -> dict:
-    """Select-and-match written straight from its definition, on the page's own data."""
-    q = page_q(data)
+                     top: int | None = None, sign: str = "positive") -> dict:
+    """Select-and-match written straight from its definition, on the page's own data. With sign
+    "both", rows U..2U-1 are the units' negative sides, ON where q <= -k - 1."""
+    q = page_q(data).astype(np.int16)
     U, T = q.shape
-    units = page_units(data)
+    units = [dict(unit, sign=1) for unit in page_units(data)]
     k = round(100 * threshold)
-    on = q.astype(np.int16) >= k
+    on = q >= k
+    if sign == "both":
+        assert k >= 0
+        units += [dict(unit, sign=-1) for unit in page_units(data)]
+        on = np.concatenate([on, q <= -k - 1], axis=0)
+        U = 2 * U
     lo, hi = max(0, a - margin), min(T, b + margin)
     chosen = on[:, a:b].all(axis=1) & ~on[:, lo:a].any(axis=1) & ~on[:, b:hi].any(axis=1)
     S = [u for u in range(U) if chosen[u]]
@@ -194,7 +200,8 @@ def test_result_describes_the_file_written(char_page):
     assert result.bytes == os.path.getsize(result.html) == len(html.encode("utf-8"))
     assert (result.steps, result.shown_steps, result.units, result.text) == (2500, 2500, 256, True)
     assert (result.steps_per_column, result.heatmap_columns) == (3, 834)
-    assert (result.state, result.threshold, result.margin, result.min_length, result.top) == ("c", 0.3, 1, 1, 10)
+    assert (result.state, result.threshold, result.margin, result.min_length, result.top, result.sign) == \
+        ("c", 0.3, 1, 1, 10, "positive")
     assert not [name for name in os.listdir(Path(result.html).parent) if name.endswith(".tmp")]
     json.dumps(__import__("lstm_cli.output", fromlist=["jsonable"]).jsonable(result), allow_nan=False)
 
@@ -219,7 +226,8 @@ def test_text_and_unit_order(char_page):
     assert data["input"] == {"kind": "text", "text": TEXT, "steps": 2500, "shown": 2500, "sequence": 0, "batch": 1}
     assert data["layers"] == [{"layer": 0, "direction": "forward", "units": 128, "offset": 0},
                               {"layer": 1, "direction": "forward", "units": 128, "offset": 128}]
-    assert data["state"] == {"name": "c", "label": "tanh(c)", "threshold": 0.3, "margin": 1, "min_length": 1, "top": 10}
+    assert data["state"] == {"name": "c", "label": "tanh(c)", "threshold": 0.3, "margin": 1, "min_length": 1, "top": 10,
+                             "sign": "positive"}
 
 
 def test_quantised_state_equals_tanh_c_of_an_independent_float64_lstm(char_page, char_ref):
@@ -396,6 +404,32 @@ def test_reference_select_on_a_planted_pattern():
     assert reference_select(data, 2, 4, margin=0, min_length=2)["matches"][0]["start"] == 2
 
 
+def test_reference_select_with_both_signs_on_a_planted_pattern():
+    """Sign both: unit u's negative side is unit U + u, ON where q <= -k - 1. Units 0 and 1 dip
+    together on [3, 5) and [9, 11) (q -40, below -0.3); unit 2 is up on [3, 5) (q 40); every
+    other value is q 0 (neither side ON at t = 0.3)."""
+    q = np.zeros((3, 14), dtype=np.int8)
+    q[0, 3:5] = q[1, 3:5] = -40
+    q[0, 9:11] = q[1, 9:11] = -40
+    q[2, 3:5] = 40
+    data = {"q": base64.b64encode(q.tobytes()).decode(), "units": 3, "input": {"shown": 14},
+            "layers": [{"layer": 0, "direction": "forward", "units": 3, "offset": 0}]}
+    assert reference_select(data, 3, 5)["selected"] == [{"layer": 0, "direction": "forward", "unit": 2, "sign": 1}]
+    got = reference_select(data, 3, 5, sign="both")
+    assert [(u["unit"], u["sign"]) for u in got["selected"]] == [(2, 1), (0, -1), (1, -1)]
+    assert got["matches"] == [  # need 2 of 3: [3, 5) has all three, [9, 11) the two negative sides
+        {"start": 3, "end": 5, "matched": 3, "others": 0, "score": 1.0, "selection": True},
+        {"start": 9, "end": 11, "matched": 2, "others": 0, "score": 2 / 3, "selection": False},
+    ]
+    # q -31 is ON below -0.3 (q <= -31); q -30 is not; and a positive side never at the same time
+    q[0, 3:5] = q[1, 3:5] = -31
+    data["q"] = base64.b64encode(q.tobytes()).decode()
+    assert [(u["unit"], u["sign"]) for u in reference_select(data, 3, 5, sign="both")["selected"]] == [(2, 1), (0, -1), (1, -1)]
+    q[0, 3:5] = q[1, 3:5] = -30
+    data["q"] = base64.b64encode(q.tobytes()).decode()
+    assert [(u["unit"], u["sign"]) for u in reference_select(data, 3, 5, sign="both")["selected"]] == [(2, 1)]
+
+
 # -- bad input: one line, before any work -----------------------------------------------------------------
 
 
@@ -467,9 +501,45 @@ def test_state_h_of_a_projecting_model_is_refused(tmp_path, no_work):
     ({"margin": -1}, "--margin must be a whole number"),
     ({"min_length": 0}, "--min-length must be"),
     ({"top": 0}, "--top must be 1 or more"),
+    ({"sign": "negative"}, "--sign must be positive"),
+    ({"sign": "both", "threshold": -0.2}, "--sign both needs a --threshold of 0 or more"),
 ])
 def test_bad_flags_are_one_line_usage_errors(tmp_path, no_work, kwargs, words):
     assert words in _usage_error(str(tmp_path / "r.html"), **kwargs)
+
+
+def test_check_options_checks_the_sign():
+    from lstm_cli.report.options import check_options
+
+    assert check_options().sign == "positive"
+    assert check_options(threshold=0.0, sign="both").sign == "both"
+    assert check_options(threshold=-0.2).sign == "positive"  # a negative threshold is fine with positive
+    for kwargs, words in [({"sign": "negative"}, "--sign must be positive"), ({"sign": ""}, "--sign must be positive"),
+                          ({"sign": "both", "threshold": -0.01}, "--sign both needs a --threshold of 0 or more"),
+                          ({"sign": "both", "threshold": 1.5}, "--threshold must be between")]:
+        with pytest.raises(UsageError) as info:
+            check_options(**kwargs)
+        assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_page_data_carries_the_starting_sign(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from lstm_cli.output import jsonable
+    from lstm_cli.render.report import render_report
+    from lstm_cli.report import run_report
+    from lstm_cli.spec import LSTMSpec
+
+    path = tmp_path / "both.html"
+    result = run_report(LSTMSpec(input_size=3, hidden_size=5, seq_len=12, device="cpu"), path, threshold=0.1, sign="both")
+    data = page_data(path.read_text(encoding="utf-8"))
+    assert data["state"]["sign"] == "both" and data["state"]["threshold"] == 0.1
+    assert result.sign == "both" and jsonable(result)["sign"] == "both"
+    console = Console(file=io.StringIO(), width=400, color_system=None)
+    render_report(result, console)
+    assert "sign both" in console.file.getvalue()
 
 
 def test_an_existing_file_is_replaced_whole(tmp_path):

@@ -179,20 +179,21 @@ def test_loads_from_file_with_no_other_request_and_no_error(text_page):
 # -- select and match: the function, the mouse, the keyboard -----------------------------------------------
 
 
-@pytest.mark.parametrize("threshold, margin, min_length", [(0.3, 1, 1), (0.0, 0, 1), (-0.2, 2, 2), (0.5, 1, 1),
-                                                           (0.75, 0, 3)])
-def test_select_function_equals_the_python_reference(text_page, threshold, margin, min_length):
+@pytest.mark.parametrize("threshold, margin, min_length, sign", [
+    (0.3, 1, 1, "positive"), (0.0, 0, 1, "positive"), (-0.2, 2, 2, "positive"), (0.5, 1, 1, "positive"),
+    (0.75, 0, 3, "positive"), (0.3, 1, 1, "both"), (0.0, 0, 1, "both"), (0.2, 2, 2, "both")])
+def test_select_function_equals_the_python_reference(text_page, threshold, margin, min_length, sign):
     data = text_page.data
     nonempty = 0
-    for a, length in [(0, 1), (37, 3), (200, 8), (511, 2), (1234, 5), (2490, 10), (2499, 1), (999, 40)]:
+    for a, length in [(0, 1), (37, 3), (200, 8), (511, 2), (1234, 5), (2490, 10), (2499, 1), (999, 40), (5, 4)]:
         b = min(2500, a + length)
-        got = text_page.select(a, b, threshold=threshold, margin=margin, minLength=min_length, top=0)
-        want = reference_select(data, a, b, threshold, margin, min_length)
+        got = text_page.select(a, b, threshold=threshold, margin=margin, minLength=min_length, top=0, sign=sign)
+        want = reference_select(data, a, b, threshold, margin, min_length, sign=sign)
         same(got, want)
-        assert got["total"] == len(want["matches"])
+        assert got["total"] == len(want["matches"]) and got["sign"] == sign
         nonempty += bool(want["selected"])
-        shown = text_page.select(a, b, threshold=threshold, margin=margin, minLength=min_length, top=10)
-        same(shown, reference_select(data, a, b, threshold, margin, min_length, top=10))
+        shown = text_page.select(a, b, threshold=threshold, margin=margin, minLength=min_length, top=10, sign=sign)
+        same(shown, reference_select(data, a, b, threshold, margin, min_length, top=10, sign=sign))
     assert nonempty >= 2  # the comparison saw real selections
 
 
@@ -207,18 +208,27 @@ def test_page_and_cli_select_the_same(text_page):
     from lstm_cli.text.unit_states import unit_states
 
     states = unit_states(spec)
-    compared = 0
-    for a, b, threshold, margin, min_length in [(40, 44, 0.3, 1, 1), (200, 208, 0.0, 0, 1), (1234, 1239, 0.5, 1, 2),
-                                                  (999, 1000, -0.2, 2, 1), (5, 9, 0.3, 1, 1)]:
+    compared, negative = 0, 0
+    for a, b, threshold, margin, min_length, sign in [
+        (40, 44, 0.3, 1, 1, "positive"), (200, 208, 0.0, 0, 1, "positive"), (1234, 1239, 0.5, 1, 2, "positive"),
+        (999, 1000, -0.2, 2, 1, "positive"), (5, 9, 0.3, 1, 1, "positive"),
+        # sign both: 1:95 is low on [5, 9) (its negative side is selected), 0:23, 1:32 and 1:46 at 999
+        (5, 9, 0.3, 1, 1, "both"), (999, 1000, 0.2, 2, 1, "both"), (40, 44, 0.3, 1, 1, "both"),
+        (200, 208, 0.0, 0, 1, "both"), (2499, 2500, 0.5, 1, 1, "both"),
+    ]:
         cli = run_select(spec, TEXT, (a, b), state="c", threshold=threshold, margin=margin, match=True, top=None,
-                         min_length=min_length, states=states)
-        page = text_page.select(a, b, threshold=threshold, margin=margin, minLength=min_length, top=0)
-        assert page["selected"] == [{"layer": u.layer, "direction": u.direction, "unit": u.unit} for u in cli.selected]
+                         min_length=min_length, states=states, sign=sign)
+        page = text_page.select(a, b, threshold=threshold, margin=margin, minLength=min_length, top=0, sign=sign)
+        assert page["selected"] == [{"layer": u.layer, "direction": u.direction, "unit": u.unit, "sign": u.sign}
+                                    for u in cli.selected]
         assert [(m["start"], m["end"], m["matched"], m["others"], m["selection"]) for m in page["matches"]] == \
             [(m.start, m.end, m.matched, m.others, m.selection) for m in cli.matches]
         assert [m["score"] for m in page["matches"]] == pytest.approx([m.score for m in cli.matches], rel=1e-15)
+        assert page["sides"] == cli.units and page["total"] == cli.runs
         compared += bool(cli.selected)
-    assert compared >= 2
+        negative += sum(u.sign == -1 for u in cli.selected)
+    assert compared >= 6
+    assert negative >= 4  # negative sides were selected, and matched the same
 
 
 def test_mouse_drag_over_characters_selects_like_the_function(text_page):
@@ -249,7 +259,7 @@ def test_keyboard_reaches_every_control_and_selects(text_page):
         page.keyboard.press("Tab")
         seen.append(text_page.js("""(() => { const e = document.activeElement;
             return e.id || (e.tagName === 'TR' ? 'unit-row' : e.tagName.toLowerCase() + ':' + (e.textContent || '').trim().slice(0, 12)); })()"""))
-    for control in ("threshold", "threshold-range", "margin", "min-length", "sel-from", "sel-to", "sel-go", "unit-pick",
+    for control in ("threshold", "threshold-range", "sign", "margin", "min-length", "sel-from", "sel-to", "sel-go", "unit-pick",
                     "textview", "trace-left", "trace-right", "unit-row"):
         assert control in seen, f"{control} is not reachable with Tab (reached: {seen})"
     # move the cursor with the arrow keys, extend with Shift, select with Enter
@@ -300,6 +310,90 @@ def test_threshold_margin_and_min_length_controls_rerun_the_selection(text_page)
     if total > 10:
         page.click("#more-matches")
         assert text_page.js("document.querySelectorAll('#matches tbody tr').length") == min(20, total)
+
+
+def test_sign_control_changes_the_result(text_page):
+    page, data = text_page.page, text_page.data
+    a, b = 5, 9  # at threshold 0.3, margin 1: unit 0:32 is high there, and 1:95 low
+    page.fill("#sel-from", str(a))
+    page.fill("#sel-to", str(b))
+    page.click("#sel-go")
+    positive = text_page.js("window.lstmReport.last")
+    assert positive["sign"] == "positive" and all(u["sign"] == 1 for u in positive["selected"])
+    same(positive, reference_select(data, a, b, top=10))
+    assert not text_page.js("document.querySelector(\"table.units th[data-key='onneg']\").offsetParent")  # hidden
+    # the keyboard: focus the sign control, move to "both"
+    page.focus("#sign")
+    page.keyboard.press("ArrowDown")
+    if text_page.js("document.getElementById('sign').value") != "both":  # a platform whose select opens instead
+        page.keyboard.press("Escape")
+        page.select_option("#sign", "both")
+    both = text_page.js("window.lstmReport.last")
+    assert both["sign"] == "both" and both["sides"] == 512
+    want = reference_select(data, a, b, top=10, sign="both")
+    same(both, want)
+    negatives = [u for u in want["selected"] if u["sign"] == -1]
+    assert {"layer": 1, "direction": "forward", "unit": 95, "sign": -1} in negatives
+    assert len(both["selected"]) > len(positive["selected"])
+    # what the reader sees: a negative side named with a minus, in the chips, the table and the trace
+    chips = text_page.js("Array.from(document.querySelectorAll('#selected .chip')).map(c => c.textContent)")
+    assert "1:95\u2212" in chips and "0:32" in chips
+    assert text_page.js("document.querySelector('#selected .chip.neg').dataset.unit") == str(256 + 128 + 95)
+    row = "table.units tr[data-unit='223']"  # unit 1:95
+    text_page.js("window.lstmReport.setUnit(223)")
+    selected_column = text_page.js("Array.from(document.querySelectorAll('table.units th')).findIndex(th => th.dataset.key === 'selected')")
+    assert text_page.js(f"document.querySelector(\"{row}\").children[{selected_column}].textContent") == "\u2713\u2212"
+    assert text_page.js("document.querySelector(\"table.units th[data-key='onneg']\").offsetParent") is not None
+    on_negative = text_page.js("Array.from(document.querySelectorAll('table.units th')).findIndex(th => th.dataset.key === 'onneg')")
+    q = page_q(data).astype(int)
+    shown = float(text_page.js(f"document.querySelector(\"{row}\").children[{on_negative}].textContent"))
+    assert shown == pytest.approx(100 * (q[223] <= -31).mean(), abs=0.05)
+    assert "negative sides (\u2212), drawn as \u2212tanh(c)" in text_page.js("document.getElementById('trace-range').textContent")
+    # back to positive: the first result again
+    page.select_option("#sign", "positive")
+    same(text_page.js("window.lstmReport.last"), reference_select(data, a, b, top=10))
+
+
+def test_sign_both_refuses_a_negative_threshold_in_one_line(text_page):
+    page, data = text_page.page, text_page.data
+    text_page.js("window.lstmReport.runSelection(5, 9)")
+    page.select_option("#sign", "both")
+    error = "document.getElementById('control-error')"
+    assert text_page.js(f"{error}.hidden") is True
+    page.fill("#threshold", "-0.2")
+    page.press("#threshold", "Enter")
+    assert text_page.js("document.getElementById('threshold').getAttribute('aria-invalid')") == "true"
+    message = text_page.js(f"{error}.textContent")
+    assert text_page.js(f"{error}.hidden") is False and "\n" not in message
+    assert message.startswith("sign both needs a threshold of 0 or more") and "-0.2" in message
+    shown = text_page.js("window.lstmReport.last")
+    assert (shown["threshold"], shown["sign"]) == (0.3, "both")  # the page keeps its last good threshold
+    # the slider likewise
+    text_page.js("(() => { const r = document.getElementById('threshold-range'); r.value = '-5'; r.dispatchEvent(new Event('input')); })()")
+    assert text_page.js("document.getElementById('threshold-range').getAttribute('aria-invalid')") == "true"
+    assert text_page.js("window.lstmReport.last.threshold") == 0.3
+    # the function throws a RangeError (it is the caller's to catch; the page never throws uncaught)
+    with pytest.raises(sync_api.Error, match="sign both needs a threshold of 0 or more"):
+        text_page.select(5, 9, threshold=-0.2, sign="both")
+    with pytest.raises(sync_api.Error, match="sign must be positive"):
+        text_page.select(5, 9, sign="negative")
+    # sign positive takes the threshold typed: -0.2 is good there
+    page.select_option("#sign", "positive")
+    shown = text_page.js("window.lstmReport.last")
+    assert (shown["threshold"], shown["sign"]) == (-0.2, "positive")
+    same(shown, reference_select(data, 5, 9, -0.2, 1, 1, top=10))
+    assert text_page.js(f"{error}.hidden") is True
+    assert text_page.js("document.getElementById('threshold').getAttribute('aria-invalid')") is None
+    # and sign both is refused while the threshold is below 0
+    page.select_option("#sign", "both")
+    assert text_page.js("document.getElementById('sign').value") == "positive"
+    assert text_page.js("window.lstmReport.last.sign") == "positive"
+    assert "raise the threshold first" in text_page.js(f"{error}.textContent")
+    page.fill("#threshold", "0.1")
+    page.press("#threshold", "Enter")
+    assert text_page.js(f"{error}.hidden") is True
+    page.select_option("#sign", "both")
+    same(text_page.js("window.lstmReport.last"), reference_select(data, 5, 9, 0.1, 1, 1, top=10, sign="both"))
 
 
 def test_a_match_link_scrolls_to_its_characters(text_page):
@@ -395,6 +489,8 @@ def test_steps_page_selects_over_a_strip_of_steps(steps_page):
     assert found
     for a, b in spans:
         same(steps_page.select(a, b, top=0), reference_select(data, a, b, 0.05, 1))
+        same(steps_page.select(a, b, top=0, sign="both"), reference_select(data, a, b, 0.05, 1, sign="both"))
+    assert steps_page.js("window.lstmReport.unitName(32 + 8 + 3)") == "0:3:b\u2212"  # 0:3 backward's negative side
     a, b = found[0]
     drag(steps_page, a, b - 1)
     shown = steps_page.js("window.lstmReport.last")

@@ -32,21 +32,29 @@ SHIPPED = ROOT / "examples" / "char_lstm.pt"
 # -- the definition, once more, by hand ---------------------------------------------------------
 
 
-def ref_on(v: float, t: float) -> bool:
+def ref_on(v: float, t: float, side: int = 1) -> bool:
+    """Side 1: q >= k. Side -1 (--sign both): q <= -k - 1."""
     q = math.ceil(100.0 * v) - 1 if v == v else -101
     q = min(99, max(-101, q))
-    return q >= round(100 * t)
+    return q >= round(100 * t) if side == 1 else q <= -round(100 * t) - 1
 
 
-def reference_select(values: list[list[float]], a: int, b: int, t: float, margin: int) -> list[int]:
-    """values[step][unit]; the units ON at every step of [a, b) and OFF at the margin steps."""
-    steps, units = len(values), len(values[0])
+def sides(values: list[list[float]], sign: str) -> list[tuple[int, int]]:
+    """(unit, side) of every unit the definition considers, in its order."""
+    units = range(len(values[0]))
+    return [(u, 1) for u in units] + ([(u, -1) for u in units] if sign == "both" else [])
+
+
+def reference_select(values: list[list[float]], a: int, b: int, t: float, margin: int,
+                     sign: str = "positive") -> list[int]:
+    """values[step][unit]; the units (unit sides) ON at every step of [a, b) and OFF at the margin steps."""
+    steps = len(values)
     chosen = []
-    for u in range(units):
-        inside = all(ref_on(values[s][u], t) for s in range(a, b))
+    for j, (u, side) in enumerate(sides(values, sign)):
+        inside = all(ref_on(values[s][u], t, side) for s in range(a, b))
         around = [s for s in list(range(a - margin, a)) + list(range(b, b + margin)) if 0 <= s < steps]
-        if inside and not any(ref_on(values[s][u], t) for s in around):
-            chosen.append(u)
+        if inside and not any(ref_on(values[s][u], t, side) for s in around):
+            chosen.append(j)
     return chosen
 
 
@@ -56,11 +64,16 @@ def reference_means(values, a, b, u):
     return sum(inside) / len(inside), (sum(outside) / len(outside) if outside else None)
 
 
-def reference_matches(values, selected: list[int], a: int, b: int, t: float, min_length: int = 1):
+def reference_matches(values, selected: list[int], a: int, b: int, t: float, min_length: int = 1,
+                      sign: str = "positive"):
     """Every run as (start, end, length, matched, others, score, selection), ranked."""
-    steps, units = len(values), len(values[0])
+    steps, units = len(values), sides(values, sign)
+
+    def on(s, j):
+        return ref_on(values[s][units[j][0]], t, units[j][1])
+
     need = math.ceil(len(selected) / 2)
-    good = [sum(ref_on(values[s][u], t) for u in selected) >= need for s in range(steps)]
+    good = [sum(on(s, j) for j in selected) >= need for s in range(steps)]
     runs, s = [], 0
     while s < steps:
         if not good[s]:
@@ -72,7 +85,7 @@ def reference_matches(values, selected: list[int], a: int, b: int, t: float, min
         d = s
         if d - c < min_length:
             continue
-        r = {u for u in range(units) if all(ref_on(values[x][u], t) for x in range(c, d))}
+        r = {j for j in range(len(units)) if all(on(x, j) for x in range(c, d))}
         matched = len(r & set(selected))
         others = len(r - set(selected))
         union = len(r | set(selected))
@@ -158,6 +171,35 @@ def test_the_planted_literal_unit_is_selected_and_matches_every_other_literal_fi
     # Top keeps the first N of the same ranking.
     top2 = analyse(values, labels_for(values.shape[1]), text, span, match=True, top=2)
     assert [(m.start, m.end) for m in top2.matches] == got[:2] and top2.runs == len(got)
+
+
+def test_a_unit_low_inside_literals_is_found_only_with_sign_both():
+    # The planted literal unit negated: -0.8 inside string literals, +0.8 elsewhere (a trained
+    # unit's sign is a convention: this is the same detector).
+    text = PLANTED_SOURCE
+    literals = literal_insides(text)
+    values = planted_values(text)
+    values[:, 0] *= -1
+    values[:, 1] = np.random.default_rng(9).uniform(-0.2, 0.2, size=len(text))  # never on at 0.3
+    span = literals[0]
+    positive = analyse(values, labels_for(values.shape[1]), text, span, match=True, top=100)
+    assert positive.selected == [] and "--sign both" in positive.summary
+    both = analyse(values, labels_for(values.shape[1]), text, span, match=True, top=100, sign="both")
+    chosen = reference_select(values.tolist(), *span, 0.3, 1, "both")
+    assert [(u.unit, u.sign) for u in both.selected] == [sides(values.tolist(), "both")[j] for j in chosen]
+    assert (0, -1) in [(u.unit, u.sign) for u in both.selected] and both.units == 2 * values.shape[1]
+    low = next(u for u in both.selected if u.unit == 0)
+    assert low.mean_inside == pytest.approx(-0.8) and low.mean_outside > 0  # of v itself
+    assert [(u.unit, u.sign) for u in both.selected] == [(0, -1)]  # no noise unit is on at all 11 steps
+    assert sorted((m.start, m.end) for m in both.matches) == literals  # and it is on in every literal only
+    want = reference_matches(values.tolist(), chosen, *span, 0.3, sign="both")
+    assert [(m.start, m.end, m.matched, m.others) for m in both.matches] == [w[:2] + w[3:5] for w in want]
+
+
+@pytest.mark.parametrize("sign, threshold", [("negative", 0.3), ("both", -0.1), ("", 0.3)])
+def test_a_bad_sign_is_one_usage_error(sign, threshold):
+    with pytest.raises(UsageError, match="--sign"):
+        analyse(np.zeros((3, 1)), labels_for(1), "abc", (0, 1), sign=sign, threshold=threshold)
 
 
 def test_selecting_a_comment_selects_only_the_comment_unit():
@@ -270,15 +312,17 @@ def test_the_module_agrees_with_the_reference_on_random_states():
         grid = rng.choice([-0.9, -0.31, -0.3, 0.0, 0.29, 0.3, 0.31, 0.5, 0.9], size=(steps, units))
         a = int(rng.integers(0, steps))
         b = int(rng.integers(a + 1, min(steps, a + 4) + 1))
-        t = float(rng.choice([0.3, 0.0, -0.3, 0.5]))
+        sign = str(rng.choice(["positive", "both"]))
+        t = float(rng.choice([0.3, 0.0, 0.5] + ([-0.3] if sign == "positive" else [])))
         margin, min_length = int(rng.integers(0, 3)), int(rng.integers(1, 3))
         text = "x" * steps
         result = analyse(grid, labels_for(units), text, (a, b), threshold=t, margin=margin, match=True, top=1000,
-                         min_length=min_length)
-        want = reference_select(grid.tolist(), a, b, t, margin)
-        assert [u.unit for u in result.selected] == want
+                         min_length=min_length, sign=sign)
+        want = reference_select(grid.tolist(), a, b, t, margin, sign)
+        assert [(u.unit, u.sign) for u in result.selected] == [sides(grid.tolist(), sign)[j] for j in want]
+        assert result.units == len(sides(grid.tolist(), sign))
         if want:
-            ranked = reference_matches(grid.tolist(), want, a, b, t, min_length)
+            ranked = reference_matches(grid.tolist(), want, a, b, t, min_length, sign)
             assert [(m.start, m.end, m.length, m.matched, m.others, m.selection) for m in result.matches] == \
                 [w[:5] + (w[6],) for w in ranked]
             compared += 1
@@ -441,6 +485,40 @@ def test_the_shipped_model_end_to_end_against_a_float64_reference(run_cli, shipp
         assert re.search(rf"^[│ ]*\s*{unit['layer']}[│ ]+{unit['unit']}[│ ]+{unit['mean_inside']:.3f}[│ ]", out, re.M)
 
 
+def test_sign_both_finds_the_shipped_models_string_unit(run_cli, shipped_tanh_c):
+    # Layer 1 unit 109 of the shipped model is low (tanh(c) near -0.9) inside string literals and
+    # high elsewhere (docs/units.md): only --sign both can select it.
+    values, labels = shipped_tanh_c
+    args = ("units", "--weights", str(SHIPPED), "--key", "lstm", "--text", HELD_OUT, "--select-text", "directory",
+            "--threshold", "0.5", "--match", "--top", "1000", "--json")
+    positive = run_cli(*args).json()["select"]
+    assert positive["sign"] == "positive" and all(u["sign"] == 1 for u in positive["selected"])
+    result = run_cli(*args, "--sign", "both")
+    assert result.code == 0, result.stderr
+    select = result.json()["select"]
+    a, b = select["span"]["start"], select["span"]["end"]
+    assert select["sign"] == "both" and select["units"] == 2 * len(labels)
+    chosen = reference_select(values, a, b, 0.5, 1, "both")
+    sided = [labels[u] + (side,) for u, side in sides(values, "both")]
+    assert [(u["layer"], u["direction"], u["unit"], u["sign"]) for u in select["selected"]] == \
+        [sided[j] for j in chosen]
+    assert (1, "forward", 109, -1) in [sided[j] for j in chosen]
+    for unit, j in zip(select["selected"], chosen):
+        u, side = sides(values, "both")[j]
+        inside, outside = reference_means(values, a, b, u)
+        assert unit["mean_inside"] == pytest.approx(inside, abs=1e-9)
+        assert side * unit["mean_inside"] > 0.5  # v itself: a low side's mean is below -0.5
+    ranked = reference_matches(values, chosen, a, b, 0.5, sign="both")
+    assert [(m["start"], m["end"], m["matched"], m["others"]) for m in select["matches"]] == \
+        [w[:2] + w[3:5] for w in ranked]
+    literals = [(m.start(2), m.end(2)) for m in re.finditer(r"""(["'])([^"'\n]+)\1""", HELD_OUT)]
+    others = [(c, d) for c, d in literals if not c <= a < d]
+    found = [any(m["start"] < d and m["end"] > c for m in select["matches"]) for c, d in others]
+    assert len(others) >= 15 and sum(found) >= 0.75 * len(others)
+    shown = run_cli(*args[:-1], "--sign", "both").stdout
+    assert "sign both" in shown and re.search(r"\b1[│ ]+109[│ ]+< −0\.5[│ ]", shown)
+
+
 @pytest.mark.parametrize("width", [60, 80])
 def test_the_matches_table_fits_60_and_80_columns(run_cli, monkeypatch, width):
     monkeypatch.setenv("COLUMNS", str(width))
@@ -566,6 +644,9 @@ def test_state_h_uses_the_hidden_state(tmp_path, run_cli):
     (["--select", "0:2", "--margin", "-1"], "--margin must be 0 or more"),
     (["--select", "0:2", "--match", "--min-length", "0"], "--min-length must be 1 or more"),
     (["--select", "0:2", "--state", "x"], "--state must be c"),
+    (["--sign", "both"], "--sign works on a selection"),
+    (["--select", "0:2", "--sign", "negative"], "--sign must be positive"),
+    (["--select", "0:2", "--sign", "both", "--threshold", "-0.2"], "--sign both needs a --threshold of 0 or more"),
     (["--select", "0:2", "--match", "--top", "0"], "--top must be between 1 and 1000"),
 ])
 def test_usage_errors_are_one_line_exit_2_nothing_on_stdout(tmp_path, run_cli, args, message):

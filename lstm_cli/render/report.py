@@ -18,11 +18,12 @@ def summary_lines(result) -> list[str]:
     shown = (f"{result.shown_steps:,} {what}" if result.shown_steps == result.steps
              else f"the first {result.shown_steps:,} of {result.steps:,} {what}")
     state = "tanh(c)" if result.state == "c" else "h"
+    sign = ", sign both: each unit's negative side is a unit too" if result.sign == "both" else ""
     heat = (f"heatmaps of {result.steps:,} steps in {result.heatmap_columns:,} columns ({result.steps_per_column} steps each)"
             if result.steps_per_column > 1 else f"heatmaps of {result.steps:,} steps")
     return [
         f"Wrote {result.html} ({size_text(result.bytes)}): {shown}, {result.units:,} units' {state} for select-and-match "
-        f"(threshold {result.threshold:.2f}, margin {result.margin}), {heat}, the saturation scatter and the checks below.",
+        f"(threshold {result.threshold:.2f}, margin {result.margin}{sign}), {heat}, the saturation scatter and the checks below.",
         "Open it in any browser (it makes no network request); drag over the input to select, click a match to go to it.",
     ]
 

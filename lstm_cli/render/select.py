@@ -74,7 +74,8 @@ def header(result: SelectedUnitsResult) -> str:
     span = select.span
     return (f"Selection {span['start']}:{span['end']} {shown_span(span['text'])} "
             f"({span['end'] - span['start']} character(s)); state {select.values}; "
-            f"threshold {select.threshold:g}; margin {select.margin}")
+            f"threshold {select.threshold:g}; margin {select.margin}"
+            + ("; sign both (a unit's low side counts as a unit)" if select.sign == "both" else ""))
 
 
 def selected_table(result: SelectedUnitsResult, bidirectional: bool) -> Table:
@@ -84,11 +85,16 @@ def selected_table(result: SelectedUnitsResult, bidirectional: bool) -> Table:
     if bidirectional:
         table.add_column("direction", no_wrap=True)
     table.add_column("unit", justify="right", no_wrap=True)
+    both = select.sign == "both"
+    if both:  # which side of the unit is on: above T or below -T
+        table.add_column("on where", justify="right", no_wrap=True)
     table.add_column("mean inside", justify="right", no_wrap=True)
     table.add_column("mean outside", justify="right", no_wrap=True)
     for unit in select.selected:
         outside = "-" if unit.mean_outside is None else f"{unit.mean_outside:.3f}"
         row = [str(unit.layer)] + ([unit.direction] if bidirectional else []) + [str(unit.unit)]
+        if both:
+            row.append(f"> {select.threshold:g}" if unit.sign > 0 else f"< {-select.threshold:g}".replace("-", "−"))
         table.add_row(*row, f"{unit.mean_inside:.3f}", outside)
     return table
 
@@ -116,7 +122,8 @@ def render_select(result: SelectedUnitsResult, console: Console) -> None:
     console.print(Text(header(result), style="bold"))
     console.print(Text(select.summary))
     if select.selected:
-        console.print(Text(f"Selected units ({len(select.selected)} of {select.units}), mean {select.values} inside "
+        of = f"{select.units} unit sides" if select.sign == "both" else select.units
+        console.print(Text(f"Selected units ({len(select.selected)} of {of}), mean {select.values} inside "
                            "the selection and over the rest of the text:"))
         print_table(console, selected_table(result, result.config.get("bidirectional", False)))
     if select.matches is None:

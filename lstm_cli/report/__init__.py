@@ -17,6 +17,10 @@ units ON at every step of it and OFF at every step of the `margin` steps on each
 to the sequence). Matching: need = ceil(|S| / 2); runs are maximal intervals where at least
 `need` selected units are ON, at least `min_length` long; R = every unit ON throughout a run;
 ranked by |S & R| desc, |R - S| asc, length desc, start asc; score |S & R| / |S | R|.
+Sign (--sign, and the page's control): "positive" is the above; "both" (needs t >= 0) adds each
+unit's negative side, ON at a step iff q <= -k - 1: the units are every unit's positive side in
+the order above (indices 0..U-1), then every unit's negative side in the same order (U..2U-1),
+and selection and matching treat the two sides as separate units.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from lstm_cli.errors import UsageError
 from lstm_cli.report.options import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_LENGTH,
+    DEFAULT_SIGN,
     DEFAULT_THRESHOLD,
     DEFAULT_TOP,
     STATE_LABELS,
@@ -62,6 +67,7 @@ class ReportResult:
     margin: int
     min_length: int
     top: int
+    sign: str  # the page's starting sign: "positive", or "both" (each unit's negative side is a unit too)
     text: bool  # the input was text (--text/--text-file): characters, else steps
     steps: int  # steps of sequence 0
     shown_steps: int  # steps the text view and select-and-match cover (the first ones)
@@ -82,6 +88,7 @@ def run_report(
     margin: int = DEFAULT_MARGIN,
     min_length: int = DEFAULT_MIN_LENGTH,
     top: int = DEFAULT_TOP,
+    sign: str = DEFAULT_SIGN,
     gates_options=None,
     progress=None,
 ) -> ReportResult:
@@ -92,7 +99,7 @@ def run_report(
     import dataclasses
 
     path = check_html_path(html_path)
-    options = check_options(state, threshold, margin, min_length, top)
+    options = check_options(state, threshold, margin, min_length, top, sign)
     if options.state == "h" and spec.proj_size:  # as `units --select` refuses it
         raise UsageError(f"--state h: this model projects h to {spec.proj_size} values (--proj-size), which are not "
                          "units of the cell; use --state c")
@@ -146,6 +153,7 @@ def run_report(
         "state": {
             "name": options.state, "label": STATE_LABELS[options.state], "threshold": options.threshold,
             "margin": options.margin, "min_length": options.min_length, "top": options.top,
+            "sign": options.sign,
         },
         "layers": layers,
         "units": caps.units,
@@ -171,6 +179,7 @@ def run_report(
         margin=options.margin,
         min_length=options.min_length,
         top=options.top,
+        sign=options.sign,
         text=text is not None,
         steps=states.steps,
         shown_steps=caps.shown_steps,

@@ -6,7 +6,8 @@ Large arrays travel as base64 of little-endian bytes:
 - `q`: the select-and-match state, int8, unit-major (units x steps). Every value v of tanh(c)
   (state "c", as LSTMVis shows it) or h becomes q = ceil(100 v) - 1 in float64, clipped to
   [-101, 99]; a unit is ON at a step when q >= k = round(100 t) for the threshold t, i.e. when
-  v > t. The browser's selection and matching use q and k only.
+  v > t; with the sign "both" (t >= 0) each unit's negative side is a unit too, ON when
+  q <= -k - 1, i.e. when v <= -t. The browser's selection and matching use q and k only.
 - heatmap panels: uint16, row-major (unit rows x time columns), each the bin mean quantised
   linearly between the panel's `low` and `high` (65535 = no value).
 """

@@ -1,5 +1,5 @@
 """The choices of `lstm-cli report` beyond the shared LSTM flags, validated before any work: the
-state the select-and-match reads, its threshold and margin, and where the page goes. No torch
+state the select-and-match reads, its threshold, margin and sign, and where the page goes. No torch
 here: a bad value fails in a fraction of a second with one line."""
 
 from __future__ import annotations
@@ -17,18 +17,21 @@ DEFAULT_THRESHOLD = 0.3
 DEFAULT_MARGIN = 1
 DEFAULT_MIN_LENGTH = 1
 DEFAULT_TOP = 10
+SIGNS = ("positive", "both")  # as text.select.SIGNS: "both" adds each unit's negative side
+DEFAULT_SIGN = "positive"
 
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """What the page starts with (its controls change threshold, margin, minimum length and the
-    matches shown in the browser) and what it holds."""
+    """What the page starts with (its controls change threshold, margin, sign, minimum length and
+    the matches shown in the browser) and what it holds."""
 
     state: str = "c"  # "c": tanh(c), as LSTMVis shows it; "h": h
     threshold: float = DEFAULT_THRESHOLD
     margin: int = DEFAULT_MARGIN
     min_length: int = DEFAULT_MIN_LENGTH
     top: int = DEFAULT_TOP
+    sign: str = DEFAULT_SIGN  # "positive": ON where v > t (LSTMVis); "both": also each unit's negative side
 
 
 def check_threshold(threshold: float) -> float:
@@ -40,7 +43,10 @@ def check_threshold(threshold: float) -> float:
 
 
 def check_options(state: str = "c", threshold: float = DEFAULT_THRESHOLD, margin: int = DEFAULT_MARGIN,
-                  min_length: int = DEFAULT_MIN_LENGTH, top: int = DEFAULT_TOP) -> ReportOptions:
+                  min_length: int = DEFAULT_MIN_LENGTH, top: int = DEFAULT_TOP,
+                  sign: str = DEFAULT_SIGN) -> ReportOptions:
+    from lstm_cli.text.select import check_sign
+
     state = str(state).lower()
     if state not in STATES:
         raise UsageError(f"--state must be c (tanh of the cell state, as LSTMVis shows it) or h (got {state!r})")
@@ -50,7 +56,10 @@ def check_options(state: str = "c", threshold: float = DEFAULT_THRESHOLD, margin
         raise UsageError(f"--min-length must be a whole number of steps, 1 or more (got {min_length})")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise UsageError(f"--top must be 1 or more (got {top})")
-    return ReportOptions(state, check_threshold(threshold), margin, min_length, top)
+    threshold = check_threshold(threshold)
+    sign = DEFAULT_SIGN if sign is None else sign.lower() if isinstance(sign, str) else repr(sign)
+    check_sign(sign, threshold)  # positive or both; both needs t >= 0 (one line, as units --sign)
+    return ReportOptions(state, threshold, margin, min_length, top, sign)
 
 
 def check_html_path(path: str | Path) -> Path:

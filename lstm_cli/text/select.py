@@ -27,6 +27,16 @@ every step of [c, d); matched = |S ∩ R|; others = |R \\ S|; score = |S ∩ R| 
 (Jaccard; 0 when empty). Rank: matched desc, others asc, length desc, start asc. Keep the first
 `top`. The run overlapping [a, b) is listed like any other, flagged selection: true.
 
+Sign (`--sign`): the sign of a unit is a convention of training, not a property of the model:
+negating unit u's g rows (its c and h follow) and every weight that reads its h gives the same
+network with u's values negated. So a detector may be on where its value is low. `--sign
+positive` (default, as LSTMVis) considers each unit as above; `--sign both` also considers each
+unit's negative side, ON at step s iff q <= -k - 1 (equal to v <= -t except within 1e-15 of the
+grid), for a threshold t >= 0 so that the two sides never overlap. The units are then every
+unit's positive side in the order above, followed by every unit's negative side in the same
+order; selection and matching treat the two sides as separate units. mean_inside and
+mean_outside are of v itself (negative for a negative side).
+
 Beyond the definition: a NaN value quantises to -101 (never on). Offsets are character offsets
 into the text, end exclusive; one step per character.
 
@@ -50,6 +60,9 @@ DEFAULT_STATE = "c"
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_MARGIN = 1
 DEFAULT_MIN_LENGTH = 1
+SIGNS = {"positive": "on where the value is above the threshold",
+         "both": "also on where the value is below minus the threshold"}
+DEFAULT_SIGN = "positive"
 DEFAULT_TOP = 10  # matches listed (with --select; without it --top counts units per feature)
 MIN_Q, MAX_Q = -101, 99
 RUN_OPEN, RUN_CLOSE = "[[", "]]"  # how a run is marked where there is no colour
@@ -80,9 +93,14 @@ def threshold_steps(t: float) -> int:
     return int(k)
 
 
-def on_steps(q: np.ndarray, k: int) -> np.ndarray:
-    """ON (T, units) booleans: q >= k."""
-    return np.asarray(q) >= k
+def on_steps(q: np.ndarray, k: int, sign: str = DEFAULT_SIGN) -> np.ndarray:
+    """ON (T, units) booleans: q >= k; with sign "both" (T, 2 units): q >= k, then q <= -k - 1."""
+    q = np.asarray(q)
+    if sign == "positive":
+        return q >= k
+    if k < 0:
+        raise ValueError(f"sign both needs k >= 0 (got {k})")
+    return np.concatenate([q >= k, q <= -k - 1], axis=1)
 
 
 def select_units(on: np.ndarray, a: int, b: int, margin: int) -> np.ndarray:
@@ -210,13 +228,24 @@ def resolve_span(text: str, select: str | None = None, select_text: str | None =
     return a, b
 
 
+def check_sign(sign: str | None, threshold: float | None) -> None:
+    """--sign is positive or both; both needs a threshold of 0 or more (UsageError, one line)."""
+    if sign is not None and sign not in SIGNS:
+        raise UsageError(f"--sign must be positive (units on above the threshold, as LSTMVis) or both (also units "
+                         f"on below minus the threshold) (got {sign!r})")
+    if sign == "both" and threshold is not None and threshold < 0:
+        raise UsageError(f"--sign both needs a --threshold of 0 or more, so that a unit's two sides never overlap "
+                         f"(got {threshold:g})")
+
+
 def check_select_flags(*, selection: bool, occurrence: int | None, state: str | None, threshold: float | None,
-                       margin: int | None, match: bool, min_length: int | None, proj_size: int = 0) -> None:
+                       margin: int | None, match: bool, min_length: int | None, proj_size: int = 0,
+                       sign: str | None = None) -> None:
     """The flag rules that need no text (UsageError, one line)."""
     if not selection:
         given = [name for name, value in (("--occurrence", occurrence), ("--state", state),
                                           ("--threshold", threshold), ("--margin", margin),
-                                          ("--min-length", min_length)) if value is not None]
+                                          ("--min-length", min_length), ("--sign", sign)) if value is not None]
         given += ["--match"] if match else []
         if given:
             raise UsageError(f"{given[0]} works on a selection: give --select START:END, --select-text STRING "
@@ -229,6 +258,7 @@ def check_select_flags(*, selection: bool, occurrence: int | None, state: str | 
                          "units of the cell; use --state c")
     if threshold is not None:
         threshold_steps(threshold)
+    check_sign(sign, threshold)
     if margin is not None and margin < 0:
         raise UsageError(f"--margin must be 0 or more (got {margin})")
     if min_length is not None and min_length < 1:
@@ -247,6 +277,7 @@ class SelectedUnit:
     layer: int
     direction: str
     unit: int
+    sign: int  # 1: on above the threshold; -1: on below minus the threshold (--sign both)
     mean_inside: float
     mean_outside: float | None
 
@@ -272,7 +303,8 @@ class SelectResult:
     threshold: float
     threshold_steps: int  # k
     margin: int
-    units: int  # units considered (every layer and direction)
+    sign: str  # positive, or both: each unit's negative side is a unit too
+    units: int  # units considered (every layer and direction; twice that with sign both)
     selected: list[SelectedUnit]
     need: int | None  # ceil(|S| / 2): selected units on together that make a run; None with none selected
     min_length: int | None  # with --match
@@ -326,26 +358,33 @@ def shown_span(text: str, limit: int = 40) -> str:
 
 def analyse(values: np.ndarray, labels: list[tuple[int, str, int]], text: str, span: tuple[int, int], *,
             state: str = DEFAULT_STATE, threshold: float = DEFAULT_THRESHOLD, margin: int = DEFAULT_MARGIN,
-            match: bool = False, top: int = DEFAULT_TOP, min_length: int = DEFAULT_MIN_LENGTH) -> SelectResult:
+            match: bool = False, top: int = DEFAULT_TOP, min_length: int = DEFAULT_MIN_LENGTH,
+            sign: str = DEFAULT_SIGN) -> SelectResult:
     """The definition applied to `values` (T, units) float64, one row per character of `text`."""
     values = np.asarray(values, dtype=np.float64)
     if values.shape != (len(text), len(labels)):
         raise ValueError(f"values {values.shape} for {len(text)} characters and {len(labels)} units")
+    check_sign(sign, threshold)
     k = threshold_steps(threshold)
     a, b = span
-    on = on_steps(quantize(values), k)
+    on = on_steps(quantize(values), k, sign)
     chosen = select_units(on, a, b, margin)
-    selected = [SelectedUnit(*labels[u], mean_inside=i, mean_outside=o)
-                for u, (i, o) in zip(chosen, span_means(values, a, b, chosen))]
+    n = len(labels)  # with sign both, index n + u is unit u's negative side
+    means = span_means(values, a, b, chosen % n)
+    selected = [SelectedUnit(*labels[u % n], sign=1 if u < n else -1, mean_inside=i, mean_outside=o)
+                for u, (i, o) in zip(chosen, means)]
     what = STATES[state]
-    condition = f"{what} > {threshold:g} at every character of the selection"
+    condition = f"{what} > {threshold:g}" + (f" (or < {-threshold:g})" if sign == "both" else "")
+    condition += " at every character of the selection"
     if selected:
         around = (f" and are off on the {margin} character(s) either side" if margin
                   else " (--margin 0: no condition around it)")
-        summary = f"{len(selected)} of {len(labels)} units have {condition}{around}."
+        considered = f"{on.shape[1]} unit sides" if sign == "both" else f"{len(labels)} units"
+        summary = f"{len(selected)} of {considered} have {condition}{around}."
     else:
         around = f" and is off on the {margin} character(s) either side" if margin else ""
-        tries = ["a lower --threshold"] + (["--margin 0"] if margin else []) + ["a shorter selection"]
+        tries = (["a lower --threshold"] + (["--margin 0"] if margin else [])
+                 + (["--sign both"] if sign == "positive" and threshold >= 0 else []) + ["a shorter selection"])
         summary = f"No unit has {condition}{around}: try {', '.join(tries[:-1])} or {tries[-1]}."
     matches = runs = match_summary = None
     if match and not selected:
@@ -367,7 +406,7 @@ def analyse(values: np.ndarray, labels: list[tuple[int, str, int]], text: str, s
                              f"are on together; {len(matches)} listed, {others} of them away from the selection.")
     return SelectResult(
         span={"start": a, "end": b, "text": text[a:b]}, state=state, values=what, threshold=float(threshold),
-        threshold_steps=k, margin=margin, units=len(labels), selected=selected,
+        threshold_steps=k, margin=margin, sign=sign, units=int(on.shape[1]), selected=selected,
         need=-(-len(selected) // 2) if selected else None, min_length=min_length if match else None,
         top=top if match else None, runs=runs, matches=matches, summary=summary, match_summary=match_summary,
     )
@@ -375,7 +414,8 @@ def analyse(values: np.ndarray, labels: list[tuple[int, str, int]], text: str, s
 
 def run_select(spec, text: str, span: tuple[int, int], *, state: str = DEFAULT_STATE,
                threshold: float = DEFAULT_THRESHOLD, margin: int = DEFAULT_MARGIN, match: bool = False,
-               top: int = DEFAULT_TOP, min_length: int = DEFAULT_MIN_LENGTH, states=None) -> SelectResult:
+               top: int = DEFAULT_TOP, min_length: int = DEFAULT_MIN_LENGTH, sign: str = DEFAULT_SIGN,
+               states=None) -> SelectResult:
     """Select and match on `spec`'s model reading `text` (`states`: unit_states already computed)."""
     if states is None:
         from lstm_cli.text.unit_states import unit_states
@@ -384,7 +424,7 @@ def run_select(spec, text: str, span: tuple[int, int], *, state: str = DEFAULT_S
     if states.steps != len(text):
         raise ValueError(f"{states.steps} steps for a text of {len(text)} characters")
     return analyse(state_matrix(states.values, spec, state), unit_labels(spec), text, span, state=state,
-                   threshold=threshold, margin=margin, match=match, top=top, min_length=min_length)
+                   threshold=threshold, margin=margin, match=match, top=top, min_length=min_length, sign=sign)
 
 
 @dataclass

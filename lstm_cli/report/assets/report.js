@@ -12,8 +12,15 @@
  *   with hits >= need at every step, at least minLength long; R = every unit ON at every step of
  *   the run; matched = |S & R|, others = |R - S|, score = matched / |S | R|; ranked by matched
  *   desc, others asc, length desc, start asc. The run that overlaps [a, b) is marked.
- * window.lstmReport.select(a, b, {threshold, margin, minLength, top}) is that function; the
- * mouse, the keyboard and the tests all go through it.
+ * - sign: "positive" (default, as LSTMVis) considers each unit as above; "both" also considers
+ *   each unit's negative side, ON at step s iff q <= -k - 1 (equal to v <= -t except within
+ *   1e-15 of the grid), for a threshold t >= 0 so that the two sides never overlap. The units
+ *   are then every unit's positive side in the order above (indices 0..U-1), followed by every
+ *   unit's negative side in the same order (U..2U-1); selection and matching treat the two
+ *   sides as separate units (S, R, need, others and score count over all 2U sides).
+ * window.lstmReport.select(a, b, {threshold, margin, minLength, top, sign}) is that function; the
+ * mouse, the keyboard and the tests all go through it. On the page a negative side is named
+ * like "1:109−" and its trace is drawn as -v, so ON is above the dashed threshold line.
  */
 (function () {
   "use strict";
@@ -48,13 +55,15 @@
   }
   var BIDIRECTIONAL = D.layers.some(function (L) { return L.direction === "backward"; });
 
+  var MINUS = "\u2212";
+  // u in 0..U-1: a unit (its positive side); u in U..2U-1: unit u - U's negative side (sign both)
   function unitName(u) {
-    var x = UNITS[u];
-    return x.layer + ":" + x.unit + (x.direction === "backward" ? ":b" : "");
+    var x = UNITS[u % U];
+    return x.layer + ":" + x.unit + (x.direction === "backward" ? ":b" : "") + (u >= U ? MINUS : "");
   }
   function unitLong(u) {
-    var x = UNITS[u];
-    return "layer " + x.layer + (BIDIRECTIONAL ? " " + x.direction : "") + " unit " + x.unit;
+    var x = UNITS[u % U];
+    return "layer " + x.layer + (BIDIRECTIONAL ? " " + x.direction : "") + " unit " + x.unit + (u >= U ? ", negative side" : "");
   }
   function unitIndex(layer, direction, unit) {
     for (var j = 0; j < D.layers.length; j++) {
@@ -82,24 +91,39 @@
     return value;
   }
 
-  function isOn(u, s, k) { return Q[u * T + s] >= k; }
+  var SIGNS = { positive: "on where the value is above the threshold", both: "also on where the value is below minus the threshold" };
+
+  function checkSign(sign, k) {
+    if (!Object.prototype.hasOwnProperty.call(SIGNS, sign)) {
+      throw new RangeError("sign must be positive (units on above the threshold, as LSTMVis) or both (also units on below minus the threshold) (got " + sign + ")");
+    }
+    if (sign === "both" && k < 0) {
+      throw new RangeError("sign both needs a threshold of 0 or more, so that a unit's two sides never overlap (got " + (k / 100) + ")");
+    }
+    return sign;
+  }
+  function sideCount(sign) { return sign === "both" ? 2 * U : U; }
+
+  // ON: a positive side (u < U) iff q >= k; a negative side (u >= U, unit u - U) iff q <= -k - 1.
+  function isOn(u, s, k) { return u < U ? Q[u * T + s] >= k : Q[(u - U) * T + s] <= -k - 1; }
 
   function onThroughout(u, c, d, k) {
-    var base = u * T;
-    for (var s = c; s < d; s++) if (Q[base + s] < k) return false;
+    var s;
+    if (u < U) { var base = u * T; for (s = c; s < d; s++) if (Q[base + s] < k) return false; return true; }
+    var nbase = (u - U) * T, low = -k - 1;
+    for (s = c; s < d; s++) if (Q[nbase + s] > low) return false;
     return true;
   }
 
   function offThroughout(u, c, d, k) {
-    var base = u * T;
-    for (var s = c; s < d; s++) if (Q[base + s] >= k) return false;
+    for (var s = c; s < d; s++) if (isOn(u, s, k)) return false;
     return true;
   }
 
-  function selectedUnits(a, b, k, margin) {
+  function selectedUnits(a, b, k, margin, n) {
     var S = [];
     var lo = Math.max(0, a - margin), hi = Math.min(T, b + margin);
-    for (var u = 0; u < U; u++) {
+    for (var u = 0; u < n; u++) {
       if (!onThroughout(u, a, b, k)) continue;
       if (margin > 0 && !(offThroughout(u, lo, a, k) && offThroughout(u, b, hi, k))) continue;
       S.push(u);
@@ -107,15 +131,14 @@
     return S;
   }
 
-  function matchRuns(S, k, minLength, a, b) {
+  function matchRuns(S, k, minLength, a, b, n) {
     if (!S.length) return [];
     var need = Math.ceil(S.length / 2);
     var hits = new Int32Array(T);
-    var inS = new Uint8Array(U);
+    var inS = new Uint8Array(n);
     S.forEach(function (u) {
       inS[u] = 1;
-      var base = u * T;
-      for (var s = 0; s < T; s++) if (Q[base + s] >= k) hits[s]++;
+      for (var s = 0; s < T; s++) if (isOn(u, s, k)) hits[s]++;
     });
     var runs = [];
     var s = 0;
@@ -128,7 +151,7 @@
     }
     var out = runs.map(function (run) {
       var c = run[0], d = run[1], matched = 0, others = 0;
-      for (var u = 0; u < U; u++) {
+      for (var u = 0; u < n; u++) {
         if (onThroughout(u, c, d, k)) { if (inS[u]) matched++; else others++; }
       }
       return {
@@ -144,10 +167,11 @@
   }
 
   /* The definition above, on the page's data. `top`: matches returned (default the page's
-   * setting; 0, null or Infinity: all). */
+   * setting; 0, null or Infinity: all). `sign`: "positive" or "both" (default the page's). */
   function select(a, b, opts) {
     opts = opts || {};
     var t = opts.threshold !== undefined ? opts.threshold : ui.threshold;
+    var sign = opts.sign !== undefined ? opts.sign : ui.sign;
     var margin = opts.margin !== undefined ? opts.margin : ui.margin;
     var minLength = opts.minLength !== undefined ? opts.minLength : ui.minLength;
     var top = opts.top !== undefined ? opts.top : ui.top;
@@ -157,13 +181,18 @@
     wholeNumber(margin, 0, "margin");
     wholeNumber(minLength, 1, "minLength");
     var k = thresholdK(t);
-    var S = selectedUnits(a, b, k, margin);
-    var runs = matchRuns(S, k, minLength, a, b);
+    checkSign(sign, k);
+    var n = sideCount(sign);
+    var S = selectedUnits(a, b, k, margin, n);
+    var runs = matchRuns(S, k, minLength, a, b, n);
     var shown = !top || top === Infinity ? runs : runs.slice(0, top);
     return {
-      span: [a, b], threshold: k / 100, k: k, margin: margin, minLength: minLength,
-      selected: S.map(function (u) { var x = UNITS[u]; return { layer: x.layer, direction: x.direction, unit: x.unit }; }),
-      units: S,
+      span: [a, b], threshold: k / 100, k: k, margin: margin, minLength: minLength, sign: sign, sides: n,
+      selected: S.map(function (u) {
+        var x = UNITS[u % U];
+        return { layer: x.layer, direction: x.direction, unit: x.unit, sign: u < U ? 1 : -1 };
+      }),
+      units: S,  // indices: 0..U-1 positive sides, U..2U-1 negative sides
       matches: shown.map(function (m) { return Object.assign({}, m); }),
       total: runs.length,
     };
@@ -173,7 +202,7 @@
 
   var ui = {
     threshold: D.state.threshold, margin: D.state.margin, minLength: D.state.min_length,
-    top: D.state.top, span: null, result: null, colourUnit: D.default_unit,
+    top: D.state.top, sign: D.state.sign || "positive", span: null, result: null, colourUnit: D.default_unit,
     caret: 0, anchor: 0, traceStart: 0, traceWidth: 80, current: null, sortKey: "index", sortDesc: false,
   };
 
@@ -385,9 +414,10 @@
       return;
     }
     if (i < 0) { hideTip(); return; }
-    var q = Q[ui.colourUnit * T + i];
+    var q = Q[ui.colourUnit * T + i], k = thresholdK(ui.threshold);
     showTip(where(i) + "\n" + unitLong(ui.colourUnit) + ": " + LABEL + " " + valueRange(q) +
-      (q >= thresholdK(ui.threshold) ? " (ON)" : " (off)"), e.clientX, e.clientY);
+      (q >= k ? " (ON)" : ui.sign === "both" && q <= -k - 1 ? " (its negative side " + unitName(ui.colourUnit + U) + " is ON)" : " (off)"),
+      e.clientX, e.clientY);
   });
   tv.addEventListener("mouseleave", hideTip);
   window.addEventListener("mouseup", function () {
@@ -472,20 +502,25 @@
 
   function showSelected() {
     var r = ui.result, box = $("selected");
+    var both = r.sign === "both", t = r.threshold.toFixed(2), minusT = (-r.threshold).toFixed(2).replace("-", MINUS);
     if (!r.units.length) {
-      box.innerHTML = "<p>No unit is ON (" + esc(LABEL) + " above " + r.threshold.toFixed(2) + ") at every step of [" +
-        r.span[0] + ", " + r.span[1] + ") and OFF within the margin of " + r.margin +
-        ": lower the threshold or the margin, or select fewer steps.</p>";
+      box.innerHTML = "<p>No unit is ON (" + esc(LABEL) + " above " + t + (both ? ", or below " + minusT + " for a negative side" : "") +
+        ") at every step of [" + r.span[0] + ", " + r.span[1] + ") and OFF within the margin of " + r.margin +
+        ": lower the threshold or the margin, " + (both || r.k < 0 ? "" : "try sign both, ") + "or select fewer steps.</p>";
       return;
     }
-    var html = "<p><strong>" + r.units.length + " unit" + (r.units.length === 1 ? "" : "s") + " selected</strong> for [" +
-      r.span[0] + ", " + r.span[1] + ") at threshold " + r.threshold.toFixed(2) + ", margin " + r.margin +
-      " (click one to colour the input by it):</p><div>";
+    var negative = r.units.filter(function (u) { return u >= U; }).length;
+    var html = "<p><strong>" + r.units.length + " unit" + (r.units.length === 1 ? "" : "s") + " selected</strong>" +
+      (both ? " (" + negative + " negative side" + (negative === 1 ? "" : "s") + ", named with " + MINUS + ": ON where " +
+        esc(LABEL) + " is below " + minusT + ")" : "") + " for [" +
+      r.span[0] + ", " + r.span[1] + ") at threshold " + t + ", margin " + r.margin + (both ? ", sign both" : "") +
+      " (click one to colour the input by its unit):</p><div>";
     r.units.forEach(function (u, n) {
-      var mean = 0;
-      for (var s = r.span[0]; s < r.span[1]; s++) mean += Q[u * T + s];
+      var mean = 0, base = (u % U) * T;
+      for (var s = r.span[0]; s < r.span[1]; s++) mean += Q[base + s];
       mean = mean / (r.span[1] - r.span[0]) / 100;
-      html += '<button type="button" class="chip" data-unit="' + u + '" title="' + esc(unitLong(u)) + ": mean " + LABEL +
+      html += '<button type="button" class="chip' + (u >= U ? " neg" : "") + '" data-unit="' + u + '" title="' + esc(unitLong(u)) +
+        (u >= U ? " (ON where " + LABEL + " is below " + minusT + ")" : "") + ": mean " + LABEL +
         " over the span about " + mean.toFixed(2) + '"><span class="dot" style="background:' +
         LINE_COLOURS[n % LINE_COLOURS.length] + '"></span>' + esc(unitName(u)) + "</button>";
     });
@@ -493,7 +528,7 @@
   }
   $("selected").addEventListener("click", function (e) {
     var chip = e.target.closest && e.target.closest("[data-unit]");
-    if (chip) setUnit(+chip.getAttribute("data-unit"));
+    if (chip) setUnit(+chip.getAttribute("data-unit") % U);
   });
 
   function showMatches() {
@@ -504,7 +539,8 @@
     var shown = r.matches.slice(0, ui.top);
     var html = "<h3>Matches</h3><p class=\"help\">" + r.total + " run" + (r.total === 1 ? "" : "s") + " where at least " + need +
       " of the " + r.units.length + " selected units are ON (at least " + r.minLength + " step" + (r.minLength === 1 ? "" : "s") +
-      " long), ranked by selected units ON throughout (matched), then fewest other units ON throughout, longest, earliest. " +
+      " long), ranked by selected units ON throughout (matched), then fewest other units ON throughout" +
+      (r.sign === "both" ? " (of the " + r.sides + " unit sides: every unit and its negative side)" : "") + ", longest, earliest. " +
       "Score = matched / (selected + others)." + (function () {
         for (var n = 0; n < r.matches.length; n++) if (r.matches[n].selection) return " The selection's own run ranks " + (n + 1) + ".";
         return "";
@@ -609,16 +645,21 @@
     ctx.textBaseline = "middle";
     ctx.fillText("1", left - 4, y(1)); ctx.fillText("0", left - 4, y(0)); ctx.fillText("-1", left - 4, y(-1));
     ctx.fillStyle = fg; ctx.fillText("t", left - 4, y(k / 100) + (Math.abs(k) < 12 ? -9 : 0));
-    var units = traceUnits();
+    var units = traceUnits(), negatives = 0;
     units.forEach(function (u, n) {
+      // a negative side is drawn as -v: its ON steps (v <= -t) are then above the threshold line too
+      var flip = u >= U ? -1 : 1, base = (u % U) * T;
+      negatives += u >= U;
       ctx.strokeStyle = ui.result && ui.result.units.length ? LINE_COLOURS[n % LINE_COLOURS.length] : cssVar("--accent");
       ctx.lineWidth = 1.6;
+      ctx.setLineDash(u >= U ? [2, 2] : []);
       ctx.beginPath();
       for (var s = start; s < end; s++) {
-        var v = (Q[u * T + s] + 0.5) / 100, px = x(s) + cell / 2;
+        var v = flip * (Q[base + s] + 0.5) / 100, px = x(s) + cell / 2;
         if (s === start) ctx.moveTo(px, y(v)); else ctx.lineTo(px, y(v));
       }
       ctx.stroke();
+      ctx.setLineDash([]);
     });
     ctx.textAlign = "center"; ctx.textBaseline = "middle";
     ctx.font = "12px ui-monospace, Menlo, Consolas, monospace";
@@ -635,7 +676,8 @@
     var what = ui.result && ui.result.units.length ? ui.result.units.length + " selected unit" + (ui.result.units.length === 1 ? "" : "s") +
       (ui.result.units.length > 40 ? " (first 40 drawn)" : "") : unitLong(ui.colourUnit) + " (no selection)";
     $("trace-range").textContent = (IS_TEXT ? "characters " : "steps ") + start + "\u2013" + (end - 1) + " of " + T + ": " +
-      LABEL + " of " + what + "; dashed line: threshold " + (k / 100).toFixed(2);
+      LABEL + " of " + what + "; dashed line: threshold " + (k / 100).toFixed(2) +
+      (negatives ? "; dotted traces: negative sides (" + MINUS + "), drawn as " + MINUS + LABEL + " so that ON is above the dashed line" : "");
   }
   traceCanvas.addEventListener("mousemove", function (e) {
     var rect = traceCanvas.getBoundingClientRect();
@@ -643,7 +685,10 @@
     var s = ui.traceStart + Math.floor((x - TRACE.left) / TRACE.cell);
     if (x < TRACE.left || s < 0 || s >= Math.min(T, ui.traceStart + ui.traceWidth)) { hideTip(); return; }
     var lines = [where(s)];
-    traceUnits().slice(0, 12).forEach(function (u) { lines.push(unitName(u) + ": " + valueRange(Q[u * T + s])); });
+    var k = thresholdK(ui.threshold);
+    traceUnits().slice(0, 12).forEach(function (u) {
+      lines.push(unitName(u) + ": " + LABEL + " " + valueRange(Q[(u % U) * T + s]) + (isOn(u, s, k) ? " (ON)" : ""));
+    });
     showTip(lines.join("\n"), e.clientX, e.clientY);
   });
   traceCanvas.addEventListener("mouseleave", hideTip);
@@ -656,44 +701,85 @@
 
   // -- controls --------------------------------------------------------------------------------
 
-  function readNumber(input, check) {
+  // One line under the controls says what is wrong with a value the page refused (the control is
+  // marked invalid and the page keeps its last good value).
+  var problems = [];
+  function showProblem() {
+    var line = $("control-error");
+    line.textContent = problems.length ? problems[problems.length - 1].message : "";
+    line.hidden = !problems.length;
+  }
+  function setProblem(input, message) {
+    problems = problems.filter(function (p) { return p.id !== input.id; });
+    if (message !== null) problems.push({ id: input.id, message: message });
+    if (input.id !== "sign") {
+      input.classList.toggle("invalid", message !== null);
+      if (message !== null) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+    }
+    showProblem();
+  }
+  function readNumber(input, check, name) {
     var v = Number(input.value);
     try {
-      if (input.value.trim() === "") throw new RangeError("empty");
+      if (input.value.trim() === "") throw new RangeError(name + " is empty");
       check(v);
-      input.classList.remove("invalid");
-      input.removeAttribute("aria-invalid");
+      setProblem(input, null);
       return v;
     } catch (err) {
-      input.classList.add("invalid");
-      input.setAttribute("aria-invalid", "true");
+      setProblem(input, err.message);
       return null;
     }
   }
+  function checkThreshold(t) { checkSign(ui.sign, thresholdK(t)); }
   function setThreshold(t) {
     ui.threshold = Math.round(t * 100) / 100;
     $("threshold").value = ui.threshold.toFixed(2);
     $("threshold-range").value = Math.round(ui.threshold * 100);
+    ["threshold", "threshold-range", "sign"].forEach(function (id) { setProblem($(id), null); });
     refresh();
   }
-  $("threshold").addEventListener("change", function () {
-    var v = readNumber(this, thresholdK);
+  function thresholdFromInput() {
+    var v = readNumber($("threshold"), checkThreshold, "threshold");
     if (v !== null) setThreshold(v);
+  }
+  $("threshold").addEventListener("change", thresholdFromInput);
+  $("threshold-range").addEventListener("input", function () {
+    var t = Number(this.value) / 100;
+    try { checkThreshold(t); } catch (err) { setProblem(this, err.message); return; }
+    setThreshold(t);
   });
-  $("threshold-range").addEventListener("input", function () { setThreshold(Number(this.value) / 100); });
+  $("sign").addEventListener("change", function () {
+    var sign = this.value;
+    try { checkSign(sign, thresholdK(ui.threshold)); } catch (err) {
+      this.value = ui.sign;  // the page keeps its sign
+      setProblem(this, err.message + ": raise the threshold first");
+      return;
+    }
+    ui.sign = sign;
+    setProblem(this, null);
+    showSignColumns();
+    var input = $("threshold");  // a value refused under the other sign may be good now
+    if (input.classList.contains("invalid")) thresholdFromInput();
+    else if ($("threshold-range").classList.contains("invalid")) setThreshold(ui.threshold);
+    else refresh();
+  });
   $("margin").addEventListener("change", function () {
-    var v = readNumber(this, function (x) { wholeNumber(x, 0, "margin"); });
+    var v = readNumber(this, function (x) { wholeNumber(x, 0, "margin"); }, "margin");
     if (v !== null) { ui.margin = v; refresh(); }
   });
   $("min-length").addEventListener("change", function () {
-    var v = readNumber(this, function (x) { wholeNumber(x, 1, "min length"); });
+    var v = readNumber(this, function (x) { wholeNumber(x, 1, "min length"); }, "min length");
     if (v !== null) { ui.minLength = v; refresh(); }
   });
   function selectFromInputs() {
-    var a = readNumber($("sel-from"), function (x) { wholeNumber(x, 0, "from"); if (x >= T) throw new RangeError(); });
-    var b = readNumber($("sel-to"), function (x) { wholeNumber(x, 1, "to"); if (x > T) throw new RangeError(); });
+    var a = readNumber($("sel-from"), function (x) {
+      wholeNumber(x, 0, "from"); if (x >= T) throw new RangeError("from must be below " + T + " (got " + x + ")");
+    }, "from");
+    var b = readNumber($("sel-to"), function (x) {
+      wholeNumber(x, 1, "to"); if (x > T) throw new RangeError("to must be " + T + " or less (got " + x + ")");
+    }, "to");
     if (a === null || b === null) return;
-    if (a >= b) { $("sel-to").classList.add("invalid"); return; }
+    if (a >= b) { setProblem($("sel-to"), "to (excl.) must be greater than from (got " + a + " to " + b + ")"); return; }
     ui.anchor = a; ui.caret = b - 1;
     runSelection(a, b);
     scrollToStep(a);
@@ -705,6 +791,7 @@
   $("sel-clear").addEventListener("click", clearSelection);
 
   function parseUnit(text) {
+    text = text.trim().replace(/[\u2212-]$/, "");  // a negative side's name: its unit
     var global = /^#?(\d+)$/.exec(text.trim());  // the list's "#" column
     if (global) return +global[1] < U ? +global[1] : -1;
     var parts = text.trim().toLowerCase().split(":");
@@ -729,7 +816,8 @@
 
   // -- the unit table ------------------------------------------------------------------------------
 
-  var onFraction = new Float64Array(U);
+  var onFraction = new Float64Array(U), onNegFraction = new Float64Array(U);
+  // selectedSet[u]: 1 when unit u is selected, -1 when its negative side is (never both: t >= 0)
   var COLUMNS = [
     { key: "index", label: "#", value: function (u) { return u; } },
     { key: "name", label: "unit", value: function (u) { return u; }, text: function (u) { return unitName(u); } },
@@ -738,24 +826,37 @@
     { key: "min", label: "min", value: function (u) { return D.stats.min[u]; } },
     { key: "max", label: "max", value: function (u) { return D.stats.max[u]; } },
     { key: "on", label: "ON %", value: function (u) { return onFraction[u]; }, text: function (u) { return (100 * onFraction[u]).toFixed(1); } },
-    { key: "selected", label: "selected", value: function (u) { return selectedSet[u] ? 1 : 0; }, text: function (u) { return selectedSet[u] ? "\u2713" : ""; } },
+    { key: "onneg", label: "ON" + MINUS + " %", cls: "neg", value: function (u) { return onNegFraction[u]; },
+      text: function (u) { return (100 * onNegFraction[u]).toFixed(1); } },
+    { key: "selected", label: "selected", value: function (u) { return selectedSet[u] ? 1 : 0; }, text: selectedText },
   ];
-  var selectedSet = new Uint8Array(U);
+  var selectedSet = new Int8Array(U);
+  function selectedText(u) { return selectedSet[u] > 0 ? "\u2713" : selectedSet[u] < 0 ? "\u2713" + MINUS : ""; }
+  function columnIndex(key) { return COLUMNS.map(function (c) { return c.key; }).indexOf(key); }
+  // The ON- % column (each unit's negative side) is there with sign both only.
+  function showSignColumns() {
+    var table = $("unit-table").querySelector("table");
+    if (table) table.classList.toggle("both", ui.sign === "both");
+    if (ui.sign !== "both" && ui.sortKey === "onneg") { ui.sortKey = "index"; ui.sortDesc = false; fillUnitTable(); }
+  }
   var rowOf = [];
 
   function computeOn() {
-    var k = thresholdK(ui.threshold);
+    var k = thresholdK(ui.threshold), both = ui.sign === "both", low = -k - 1;
     for (var u = 0; u < U; u++) {
-      var n = 0, base = u * T;
-      for (var s = 0; s < T; s++) if (Q[base + s] >= k) n++;
+      var n = 0, m = 0, base = u * T, s;
+      for (s = 0; s < T; s++) if (Q[base + s] >= k) n++;
+      if (both) for (s = 0; s < T; s++) if (Q[base + s] <= low) m++;
       onFraction[u] = n / T;
+      onNegFraction[u] = m / T;
     }
   }
 
   function buildUnitTable() {
     var html = '<table class="units" aria-label="Units: click a header to sort, a row to colour the input by its unit"><thead><tr>';
     COLUMNS.forEach(function (c) {
-      html += '<th scope="col" aria-sort="none" data-key="' + c.key + '"><button type="button">' + esc(c.label) + "</button></th>";
+      html += '<th scope="col" aria-sort="none" data-key="' + c.key + '"' + (c.cls ? ' class="' + c.cls + '"' : "") +
+        '><button type="button">' + esc(c.label) + "</button></th>";
     });
     html += "</tr></thead><tbody></tbody></table>";
     $("unit-table").innerHTML = html;
@@ -809,6 +910,7 @@
       }
     });
     fillUnitTable();
+    showSignColumns();
   }
 
   // Rows are laid out in chunks as the list scrolls (or the keyboard moves past the last one):
@@ -819,7 +921,7 @@
   function rowHtml(u) {
     var cells = COLUMNS.map(function (c) {
       var text = c.text ? c.text(u) : c.key === "index" ? String(u) : fmt(c.value(u), 4);
-      return "<td" + (c.key === "name" ? ' class="name"' : "") + ">" + esc(text) + "</td>";
+      return "<td" + (c.key === "name" ? ' class="name"' : c.cls ? ' class="' + c.cls + '"' : "") + ">" + esc(text) + "</td>";
     }).join("");
     return '<tr data-unit="' + u + '" tabindex="-1" aria-label="' + esc(unitLong(u)) + '">' + cells + "</tr>";
   }
@@ -878,16 +980,16 @@
 
   function updateUnitTable() {
     computeOn();
-    selectedSet = new Uint8Array(U);
-    if (ui.result) ui.result.units.forEach(function (u) { selectedSet[u] = 1; });
-    if (ui.sortKey === "on" || ui.sortKey === "selected") { fillUnitTable(); return; }
-    var onColumn = COLUMNS.map(function (c) { return c.key; }).indexOf("on");
-    var selColumn = COLUMNS.map(function (c) { return c.key; }).indexOf("selected");
+    selectedSet = new Int8Array(U);
+    if (ui.result) ui.result.units.forEach(function (u) { selectedSet[u % U] = u < U ? 1 : -1; });
+    if (ui.sortKey === "on" || ui.sortKey === "onneg" || ui.sortKey === "selected") { fillUnitTable(); return; }
+    var onColumn = columnIndex("on"), negColumn = columnIndex("onneg"), selColumn = columnIndex("selected");
     for (var u = 0; u < U; u++) {
       var tr = rowOf[u];
       if (!tr) continue;
       tr.children[onColumn].textContent = (100 * onFraction[u]).toFixed(1);
-      tr.children[selColumn].textContent = selectedSet[u] ? "\u2713" : "";
+      tr.children[negColumn].textContent = (100 * onNegFraction[u]).toFixed(1);
+      tr.children[selColumn].textContent = selectedText(u);
     }
   }
 
@@ -1087,11 +1189,15 @@
       "keyboard, focus the input view, move with the arrow keys, extend with Shift+arrows and press Enter). A unit is " +
       "selected when its " + LABEL + " is above the threshold at every selected step and below it within the margin on " +
       "each side; the matches are the runs where at least half of the selected units are above it. Values count in " +
-      "hundredths: a unit is ON at a step when q \u2265 100 t, with q = ceil(100 v) \u2212 1." +
+      "hundredths: a unit is ON at a step when q \u2265 100 t, with q = ceil(100 v) \u2212 1. The sign control: positive " +
+      "(as LSTMVis) is the above; both (for a threshold of 0 or more) also makes each unit's negative side a unit of its own, " +
+      "named like 1:37\u2212 and ON where q \u2264 \u2212100 t \u2212 1 (its value is at or below \u2212t), since a trained unit's " +
+      "sign is arbitrary." +
       (D.input.shown < D.input.steps ? " Only the first " + D.input.shown + " of " + D.input.steps + " steps are here." : "") +
       (IS_TEXT ? "" : " The input is not text: each cell is one step of sequence 0 (rows of " + STEP_ROW + ").");
     $("units-help").textContent = "Every unit of every layer and direction: its " + LABEL + " over the " + T +
-      " steps shown (mean, std, min, max of the float64 values; ON % at the current threshold; \u2713 when selected). " +
+      " steps shown (mean, std, min, max of the float64 values; ON % at the current threshold; with sign both, ON\u2212 % " +
+      "of its negative side, below \u2212t; \u2713 when selected, \u2713\u2212 when its negative side is). " +
       "Click a header to sort; click a row, or move with the arrow keys and press Enter, to colour the input by that unit.";
     $("heatmap-help").textContent = "Sequence 0, every layer and direction: the gates i, f, o (0 to 1), the cell candidate g " +
       "(\u22121 to 1) and the cell state c (coloured by tanh(c), \u22121 to 1; hovering shows c), units (rows) by steps " +
@@ -1131,6 +1237,7 @@
     $("threshold").value = ui.threshold.toFixed(2);
     $("threshold-range").value = Math.round(ui.threshold * 100);
     $("margin").value = ui.margin;
+    $("sign").value = ui.sign;
     $("min-length").value = ui.minLength;
     $("sel-from").max = T - 1;
     $("sel-to").max = T;
@@ -1162,6 +1269,7 @@
   api.runSelection = function (a, b) { runSelection(a, b); return api.last; };
   api.setUnit = setUnit;
   api.units = UNITS;
+  api.unitName = unitName;
   api.steps = T;
   init();
   api.ready = true;
