@@ -23,7 +23,8 @@ import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SCRIPTS = ("gates_bench", "memory_peak", "speed_budget", "step_error", "threads_default", "verify_cost")
+SCRIPTS = ("gates_bench", "memory_peak", "select_study", "speed_budget", "step_error", "threads_default",
+           "verify_cost")
 TIMEOUT = ["--timeout", "120"]  # seconds per subprocess: a hang fails the test instead of the suite
 
 
@@ -208,3 +209,27 @@ def test_verify_cost_runs_at_a_tiny_size(capsys, restored):
         assert positive(row["total_s"], row["check_s"], row["shadow_s"])  # the tiny model is checked and shadowed
         assert row["check_s"] + row["shadow_s"] <= row["total_s"]
     assert capsys.readouterr().out.count("tiny") == 2
+
+
+SMALL_SOURCE = "x = 'ab' + \"cd e\"\ndef f(y):\n    '''Doc.'''\n    if y:\n        return 'ab'\n    return y\n"
+
+
+def test_select_study_runs_on_a_small_text(capsys, restored, tmp_path, monkeypatch):
+    module = load("select_study")
+    text = SMALL_SOURCE
+    # The spans it studies, against offsets counted here.
+    literals = [(s.start, s.end, s.kind) for s in module.literal_insides(text)]
+    first, cd, doc, last = text.index("ab"), text.index("cd e"), text.index("Doc."), text.rindex("ab")
+    assert literals == [(first, first + 2, "one-line literal"), (cd, cd + 4, "one-line literal"),
+                        (doc, doc + 4, "triple-quoted literal"), (last, last + 2, "one-line literal")]
+    blocks = [(s.start, s.end, s.depth) for s in module.block_insides(text)]
+    assert blocks == [(doc - 3, len(text) - 1, 4), (text.index("return 'ab'"), last + 3, 8)]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.py").write_text(text)
+    results = module.main(["--text-file", "t.py", "--sign", "both", "--threshold", "0.5", "--show", "1"])
+    out = capsys.readouterr().out
+    assert "sign both" in out and results["units"] == 256
+    rows = [r for r in results["one-line literal"]["rows"] if isinstance(r, dict)]
+    for row in rows:
+        assert 0 <= row["recall"] <= 1 and 0 <= row["base"] <= 1 and row["units"] >= 1
+    assert f"one-line literals: 3 (0 without another of their kind); {len(rows)} of 3 select a unit" in out
