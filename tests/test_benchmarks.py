@@ -10,9 +10,7 @@ Python script."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import math
 import shlex
