@@ -546,7 +546,7 @@ def gradients_command(
 
 @app.command(
     "units",
-    epilog=examples('lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py', "lstm-cli units --weights examples/char_lstm.pt --key lstm --text '(a(a)a)' --top 5 --min-r 0.8 --json", "lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py --select-text 'if ' --match"),
+    epilog=examples('lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py', "lstm-cli units --weights examples/char_lstm.pt --key lstm --text '(a(a)a)' --top 5 --min-r 0.8 --json", "lstm-cli units --weights examples/char_lstm.pt --key lstm --text-file examples/train_char_model.py --select-regex '(?<=\")textwrap[.]py(?=\")' --sign both --threshold 0.5 --match"),
 )
 @lstm_command
 def units_command(
