@@ -90,16 +90,17 @@ def block_insides(text: str) -> list[Span]:
     return [Span(a, b, "block", depth) for a, b, depth in sorted(found)]
 
 
-def study(on: np.ndarray, spans: list[Span], relevant: np.ndarray, same) -> dict:
-    """Select each span, match, and measure recall over the others with same(span, other)."""
+def study(on: np.ndarray, spans: list[Span], inside_of, same, margin: int, min_length: int) -> dict:
+    """Select each span, match, and measure recall over the others with same(span, other) and
+    precision against inside_of(span), a boolean per character."""
     rows = []
     for span in spans:
-        chosen = S.select_units(on, span.start, span.end, ARGS.margin)
+        chosen = S.select_units(on, span.start, span.end, margin)
         others = [o for o in spans if o is not span and same(span, o)]
         if not len(chosen) or not others:
             rows.append(None if others else "alone")
             continue
-        runs, _ = S.match_runs(on, chosen, (span.start, span.end), ARGS.min_length, None)
+        runs, _ = S.match_runs(on, chosen, (span.start, span.end), min_length, None)
 
         def overlapped(found):
             return sum(any(r.start < o.end and r.end > o.start for r in found) for o in others) / len(others)
@@ -107,7 +108,7 @@ def study(on: np.ndarray, spans: list[Span], relevant: np.ndarray, same) -> dict
         matched = np.zeros(on.shape[0], dtype=bool)
         for run in runs:
             matched[run.start : run.end] = True
-        inside = relevant(span) if callable(relevant) else relevant
+        inside = inside_of(span)
         rows.append({"units": len(chosen), "runs": len(runs), "recall": overlapped(runs),
                      "recall_k": overlapped(runs[: len(others)]),
                      "precision": float(inside[matched].mean()) if matched.any() else float("nan"),
@@ -149,23 +150,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    global ARGS
-    ARGS = parse_args(argv)
+    args = parse_args(argv)
 
     from lstm_cli.cli import SHARED_FLAGS, _default, spec_from_flags
     from lstm_cli.text.unit_states import unit_states
 
-    if ARGS.text is None and not Path(ARGS.text_file).is_file():
-        raise SystemExit(f"select_study.py: --text-file {ARGS.text_file}: no such file")
-    text = Path(ARGS.text_file).read_text(encoding="utf-8") if ARGS.text is None else ARGS.text
+    if args.text is None and not Path(args.text_file).is_file():
+        raise SystemExit(f"select_study.py: --text-file {args.text_file}: no such file")
+    text = Path(args.text_file).read_text(encoding="utf-8") if args.text is None else args.text
     flags = {name: _default(name) for name, _ in SHARED_FLAGS}
-    flags.update(weights=ARGS.weights, key="lstm", text=text, device="cpu")
+    flags.update(weights=args.weights, key="lstm", text=text, device="cpu")
     spec = spec_from_flags(flags, {"weights", "key", "text", "device"})
-    values = S.state_matrix(unit_states(spec, sequence=0).values, spec, ARGS.state)
-    on = S.on_steps(S.quantize(values), S.threshold_steps(ARGS.threshold), ARGS.sign)
+    values = S.state_matrix(unit_states(spec, sequence=0).values, spec, args.state)
+    on = S.on_steps(S.quantize(values), S.threshold_steps(args.threshold), args.sign)
     n = values.shape[1]
-    print(f"{Path(ARGS.weights).name} reading {ARGS.text_file if ARGS.text is None else 'the --text'} ({len(text):,} characters); "
-          f"{S.STATES[ARGS.state]}, threshold {ARGS.threshold:g}, margin {ARGS.margin}, sign {ARGS.sign}")
+    source = args.text_file if args.text is None else "the --text"
+    print(f"{Path(args.weights).name} reading {source} ({len(text):,} characters); "
+          f"{S.STATES[args.state]}, threshold {args.threshold:g}, margin {args.margin}, sign {args.sign}")
 
     literals = literal_insides(text)
     in_literal = np.zeros(len(text), dtype=bool)
@@ -178,20 +179,19 @@ def main(argv=None) -> dict:
     results = {}
     for kind in ("one-line literal", "triple-quoted literal"):
         spans = [s for s in literals if s.kind == kind]
-        results[kind] = study(on, spans, in_literal, lambda a, b: True)
+        results[kind] = study(on, spans, lambda span: in_literal, lambda a, b: True, args.margin, args.min_length)
         summary(f"{kind}s", results[kind], len(spans))
-    results["block"] = study(on, blocks, lambda span: depth >= span.depth, lambda a, b: b.depth >= a.depth)
+    results["block"] = study(on, blocks, lambda span: depth >= span.depth, lambda a, b: b.depth >= a.depth,
+                             args.margin, args.min_length)
     summary("blocks (others: as deep or deeper)", results["block"], len(blocks))
     for kind, result in results.items():
-        for row in [r for r in result["rows"] if isinstance(r, dict)][: ARGS.show]:
+        for row in [r for r in result["rows"] if isinstance(r, dict)][: args.show]:
             span = row["span"]
             print(f"  {kind} {span.start}:{span.end} {S.shown_span(text[span.start:span.end])}: {row['units']} "
                   f"unit side(s) of {on.shape[1]}, recall {row['recall']:.2f}, precision {row['precision']:.2f}")
     results["units"] = n
     return results
 
-
-ARGS: argparse.Namespace
 
 
 if __name__ == "__main__":

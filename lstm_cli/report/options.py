@@ -17,8 +17,7 @@ DEFAULT_THRESHOLD = 0.3
 DEFAULT_MARGIN = 1
 DEFAULT_MIN_LENGTH = 1
 DEFAULT_TOP = 10
-SIGNS = ("positive", "both")  # as text.select.SIGNS: "both" adds each unit's negative side
-DEFAULT_SIGN = "positive"
+DEFAULT_SIGN = "positive"  # as text.select.DEFAULT_SIGN (checked there: text.select.check_sign)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def check_options(state: str = "c", threshold: float = DEFAULT_THRESHOLD, margin
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise UsageError(f"--top must be 1 or more (got {top})")
     threshold = check_threshold(threshold)
-    sign = DEFAULT_SIGN if sign is None else sign.lower() if isinstance(sign, str) else repr(sign)
+    sign = DEFAULT_SIGN if sign is None else str(sign).lower()  # as state above
     check_sign(sign, threshold)  # positive or both; both needs t >= 0 (one line, as units --sign)
     return ReportOptions(state, threshold, margin, min_length, top, sign)
 

@@ -60,8 +60,7 @@ DEFAULT_STATE = "c"
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_MARGIN = 1
 DEFAULT_MIN_LENGTH = 1
-SIGNS = {"positive": "on where the value is above the threshold",
-         "both": "also on where the value is below minus the threshold"}
+SIGNS = ("positive", "both")  # both: each unit's low side is a unit too
 DEFAULT_SIGN = "positive"
 DEFAULT_TOP = 10  # matches listed (with --select; without it --top counts units per feature)
 MIN_Q, MAX_Q = -101, 99
